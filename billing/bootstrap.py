@@ -1,0 +1,75 @@
+"""The demo tenant the embedded mode starts with, so a newcomer can send at once."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from billing import apikeys, tenants
+from billing.clock import utcnow
+from billing.db import write_transaction
+from billing.default_templates import DEFAULT_TEMPLATES
+from billing.models import ApiKey, Tenant
+from billing.templates import create_template
+
+DEMO_TENANT = "demo"
+DEMO_KEY_NAME = "demo (make run)"
+DEMO_INSTANCE = "sandbox"
+#: Fast enough for a demo to finish while you watch; a real number needs far less.
+DEMO_MESSAGES_PER_MINUTE = 120
+
+
+@dataclass(frozen=True)
+class Demo:
+    tenant: Tenant
+    api_key: str
+    created: bool
+
+
+def install_default_templates(tenant: Tenant) -> None:
+    """Give ``tenant`` the five Portuguese variations of every type."""
+    for template_type, variations in DEFAULT_TEMPLATES.items():
+        create_template(tenant, type=template_type, name="Padrão", variations=variations, strategy="sequential")
+
+
+def ensure_demo() -> Demo:
+    """Create the demo tenant on first start; on every start, replace its
+    demo key with a fresh one (only hashes are stored, so the old secret
+    cannot be shown again)."""
+    with write_transaction():
+        tenant = Tenant.get_or_none(Tenant.name == DEMO_TENANT)
+        created = tenant is None
+        if created:
+            tenant = tenants.create_tenant(DEMO_TENANT)
+            tenant.settings = {"demo": True}
+            tenant.save()
+            install_default_templates(tenant)
+            tenants.create_instance(
+                tenant, name=DEMO_INSTANCE, provider="sandbox", messages_per_minute=DEMO_MESSAGES_PER_MINUTE
+            )
+        ApiKey.update(revoked_at=utcnow()).where(
+            (ApiKey.tenant == tenant.id) & (ApiKey.name == DEMO_KEY_NAME) & ApiKey.revoked_at.is_null()
+        ).execute()
+        issued = apikeys.issue_key(tenant, name=DEMO_KEY_NAME)
+    return Demo(tenant=tenant, api_key=issued.secret, created=created)
+
+
+def demo_curl(*, base_url: str, api_key: str, external_id: str) -> str:
+    """A curl command that sends one overdue reminder through the demo tenant."""
+    body = {
+        "external_id": external_id,
+        "contacts": [
+            {
+                "nome_cliente": "João Silva",
+                "telefone": "+5511999999999",
+                "valor": 150.0,
+                "data_vencimento": "2025-01-15",
+                "codigo_pix": "00020126580014br.gov.bcb.pix...",
+            }
+        ],
+    }
+    return (
+        f"curl -s -X POST {base_url}/api/v1/billing/send/overdue \\\n"
+        f"  -H 'X-Billing-API-Key: {api_key}' \\\n"
+        "  -H 'Content-Type: application/json' \\\n"
+        f"  -d '{json.dumps(body, ensure_ascii=False)}'"
+    )

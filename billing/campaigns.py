@@ -1,0 +1,277 @@
+"""Turning a caller's batch of invoices into a campaign, its queue and contacts.
+
+Everything is validated and rendered in one pass over the contacts, then
+written in ONE transaction with a bulk load, so a request either creates the
+whole campaign or nothing. The caller enqueues ``dispatch(queue_id)`` after
+this returns (the commit has happened by then).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import peewee
+
+from billing import pacing
+from billing.clock import utcnow
+from billing.db import database, is_postgres, write_transaction
+from billing.duedates import InvalidDate, due_variables, parse_date, today_in
+from billing.errors import DuplicateCampaign, InvalidRequest, PayloadTooLarge
+from billing.models import Campaign, Contact, Queue, Tenant, Variation
+from billing.money import format_brl
+from billing.phones import InvalidPhone, normalize_phone
+from billing.rotation import VariationPicker
+from billing.schemas import SendRequest, parse
+from billing.states import ContactStatus, QueueStatus, TemplateType
+from billing.templates import active_template, active_variations, check_type
+from billing.templating import MissingVariable, compile_template
+
+#: How many rejected contacts the send response lists in full; the rest are
+#: counted there and listed by ``GET campaign/<id>/contacts?status=rejected``.
+MAX_REJECTED_IN_RESPONSE = 100
+
+#: Rows per INSERT on SQLite (its statement has a bound-variable limit).
+SQLITE_INSERT_BATCH = 400
+
+#: Amount fields formatted as R$ when given as numbers.
+MONEY_FIELDS = ("valor", "valor_total")
+
+#: Fields written at creation, in this order, by both bulk loaders.
+INSERT_FIELDS = (
+    Contact.queue, Contact.campaign, Contact.tenant, Contact.position, Contact.name, Contact.phone,
+    Contact.chat_id, Contact.variables, Contact.message, Contact.variation, Contact.status,
+    Contact.attempts, Contact.reason, Contact.provider_message_id, Contact.finished_at,
+    Contact.created_at, Contact.updated_at,
+)
+
+# (by name: peewee fields overload ==, so list.index would match the first field)
+VARIABLES_COLUMN = [f.name for f in INSERT_FIELDS].index("variables")
+
+#: Text columns that COPY must never read as NULL (an empty string stays empty).
+NOT_NULL_TEXT_COLUMNS = ("name", "phone", "chat_id", "variables", "message", "reason", "provider_message_id")
+
+
+@dataclass
+class Rejection:
+    index: int
+    telefone: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"index": self.index, "telefone": self.telefone, "reason": self.reason}
+
+
+@dataclass
+class CampaignCreated:
+    """What a successful send request created."""
+
+    campaign_id: str
+    queue_id: str
+    total_contacts: int
+    rejected: list[Rejection] = field(default_factory=list)
+    estimated_duration_minutes: int = 0
+
+
+def template_variables(contact: dict, *, today) -> dict:
+    """The variables a template sees for one contact.
+
+    Adds ``nome_cliente``/``nome`` (either may be given), the due-date
+    variables, and R$ formatting of numeric amounts.
+
+    Raises:
+      InvalidDate: when ``data_vencimento`` is not a real date.
+    """
+    values = {key: value for key, value in contact.items() if value is not None}
+    name = values.get("nome_cliente") or values.get("nome") or ""
+    values["nome_cliente"] = values["nome"] = name
+    for key in MONEY_FIELDS:
+        if key in values:
+            values[key] = format_brl(values[key])
+    if values.get("data_vencimento"):
+        due = parse_date(values["data_vencimento"])
+        values["data_vencimento"] = due.strftime("%d/%m/%Y")
+        values["data_vencimento_iso"] = due.isoformat()
+        values.update(due_variables(due, today=today))
+    return values
+
+
+class _Renderer:
+    """Renders a contact with the variation the picker chooses; falls back to
+    another variation when the chosen one needs a variable the contact lacks."""
+
+    def __init__(self, variations: list[Variation], *, strategy: str) -> None:
+        self.variations = variations
+        self.compiled = {v.id: compile_template(v.text) for v in variations}
+        self.picker = VariationPicker(variations, strategy=strategy)
+
+    def render(self, values: dict) -> tuple[Variation, str]:
+        chosen = self.picker.pick()
+        try:
+            return chosen, self.compiled[chosen.id].render(values)
+        except MissingVariable as first_missing:
+            for other in self.variations:
+                if other.id == chosen.id:
+                    continue
+                try:
+                    message = self.compiled[other.id].render(values)
+                except MissingVariable:
+                    continue
+                self.picker.usage[chosen.id] -= 1
+                self.picker.usage[other.id] = self.picker.usage.get(other.id, 0) + 1
+                return other, message
+            self.picker.usage[chosen.id] -= 1
+            raise first_missing
+
+
+def create_campaign(
+    tenant: Tenant,
+    *,
+    template_type: str,
+    request: dict | SendRequest,
+    max_contacts: int | None = None,
+    now: datetime | None = None,
+) -> CampaignCreated:
+    """Validate, render and store a campaign with its queue and contacts.
+
+    Parameters:
+      tenant: the sender.
+      template_type: ``overdue``, ``upcoming`` or ``notification``.
+      request: the send body (seed format), as a dict or a parsed SendRequest.
+      max_contacts: reject larger batches (None: no limit).
+      now: creation time (tests).
+
+    Raises:
+      InvalidRequest: malformed body, no active template, or no contact sendable.
+      DuplicateCampaign: the external_id exists; nothing was created.
+    """
+    check_type(template_type)
+    body = parse(SendRequest, request)
+    if body.template_type and body.template_type != template_type:
+        raise InvalidRequest(
+            f"template_type '{body.template_type}' does not match the endpoint's '{template_type}'"
+        )
+    if max_contacts is not None and len(body.contacts) > max_contacts:
+        raise PayloadTooLarge(f"at most {max_contacts} contacts per request, got {len(body.contacts)}")
+    _raise_if_duplicate(tenant, body.external_id)
+    template = active_template(tenant.id, template_type)
+    variations = active_variations(template) if template else []
+    if not variations:
+        raise InvalidRequest(f"tenant has no active '{template_type}' template with variations")
+
+    now = now or utcnow()
+    renderer = _Renderer(variations, strategy=template.strategy)
+    today = today_in(tenant.timezone, now=now)
+    rows, rejected = _render_contacts(body, renderer=renderer, today=today, now=now)
+    accepted = len(rows) - len(rejected)
+    if accepted == 0:
+        raise InvalidRequest(
+            "no contact can be sent", errors=[r.as_dict() for r in rejected[:MAX_REJECTED_IN_RESPONSE]]
+        )
+
+    try:
+        with write_transaction():
+            campaign = Campaign.create(
+                tenant=tenant, external_id=body.external_id, type=template_type, template=template,
+                callback_url=body.callback_url or "", metadata=body.metadata or {}, created_at=now,
+            )
+            queue = Queue.create(
+                campaign=campaign, tenant=tenant, total_contacts=accepted, rejected_contacts=len(rejected),
+                created_at=now, updated_at=now,
+            )
+            _bulk_insert(rows, queue_id=str(queue.id), campaign_id=str(campaign.id), tenant_id=tenant.id)
+            for variation_id, used in renderer.picker.usage.items():
+                if used:
+                    Variation.update(times_used=Variation.times_used + used).where(Variation.id == variation_id).execute()
+    except peewee.IntegrityError:
+        # Another request with the same external_id committed first.
+        _raise_if_duplicate(tenant, body.external_id)
+        raise
+
+    return CampaignCreated(
+        campaign_id=str(campaign.id),
+        queue_id=str(queue.id),
+        total_contacts=accepted,
+        rejected=rejected,
+        estimated_duration_minutes=pacing.estimate_minutes(tenant.id, accepted),
+    )
+
+
+def _raise_if_duplicate(tenant: Tenant, external_id: str) -> None:
+    existing = (
+        Queue.select(Queue.id, Queue.campaign)
+        .join(Campaign)
+        .where((Campaign.tenant == tenant.id) & (Campaign.external_id == external_id))
+        .first()
+    )
+    if existing is not None:
+        raise DuplicateCampaign(
+            external_id=external_id, campaign_id=str(existing.campaign_id), queue_id=str(existing.id)
+        )
+
+
+def _render_contacts(body: SendRequest, *, renderer: _Renderer, today, now) -> tuple[list[tuple], list[Rejection]]:
+    """One pass: normalize, deduplicate, enrich, render. Returns the rows to
+    insert (accepted and rejected alike: a rejection is never silently dropped)
+    and the rejections."""
+    rows: list[tuple] = []
+    rejected: list[Rejection] = []
+    first_index_of_phone: dict[str, int] = {}
+    for index, contact in enumerate(body.contacts):
+        data = contact.model_dump(exclude_none=True)
+        raw_phone = str(data.get("telefone", ""))
+        name = data.get("nome_cliente") or data.get("nome") or ""
+        variables, message, variation_id = data, "", None
+        try:
+            phone = normalize_phone(raw_phone)
+            if phone in first_index_of_phone:
+                raise _Reject(f"duplicate phone: same as contact {first_index_of_phone[phone]}")
+            variables = template_variables(data, today=today)
+            variation, message = renderer.render(variables)
+            variation_id = variation.id
+        except (InvalidPhone, InvalidDate, MissingVariable, _Reject) as exc:
+            reason = f"missing variable '{exc.name}'" if isinstance(exc, MissingVariable) else str(exc)
+            rejected.append(Rejection(index=index, telefone=raw_phone, reason=reason))
+            rows.append((index, name, raw_phone, variables, "", None, ContactStatus.REJECTED, reason, now))
+            continue
+        first_index_of_phone[phone] = index
+        rows.append((index, name, phone, variables, message, variation_id, ContactStatus.PENDING, "", None))
+    return rows, rejected
+
+
+class _Reject(ValueError):
+    pass
+
+
+def _bulk_insert(rows: list[tuple], *, queue_id: str, campaign_id: str, tenant_id: int) -> None:
+    """Insert every contact row: COPY on PostgreSQL, batched INSERT on SQLite."""
+    now = utcnow()
+
+    def full_row(row: tuple) -> tuple:
+        position, name, phone, variables, message, variation_id, status, reason, finished_at = row
+        return (
+            queue_id, campaign_id, tenant_id, position, name[:255], phone[:64], "", variables, message, variation_id, status, 0, reason, "", finished_at, now, now,
+        )
+
+    if is_postgres():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for row in rows:
+            # csv writes None and "" alike as an empty field; COPY reads that as
+            # NULL, except in the FORCE_NOT_NULL columns where it stays "".
+            values = list(full_row(row))
+            values[VARIABLES_COLUMN] = Contact.variables.db_value(values[VARIABLES_COLUMN])
+            writer.writerow(values)
+        buffer.seek(0)
+        columns = ", ".join(f.column_name for f in INSERT_FIELDS)
+        not_null = ", ".join(NOT_NULL_TEXT_COLUMNS)
+        cursor = database.cursor()
+        cursor.copy_expert(
+            f"COPY {Contact._meta.table_name} ({columns}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL ({not_null}))",
+            buffer,
+        )
+        return
+    for start in range(0, len(rows), SQLITE_INSERT_BATCH):
+        batch = [full_row(row) for row in rows[start:start + SQLITE_INSERT_BATCH]]
+        Contact.insert_many(batch, fields=INSERT_FIELDS).execute()

@@ -1,0 +1,86 @@
+"""Settings read from the environment, in one place.
+
+Every process (web, worker, scheduler, the embedded all-in-one) reads the same
+variables, so a deployment is configured once. README documents each one.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+#: Where the embedded mode keeps its SQLite file when DATABASE_URL is unset.
+DEFAULT_DATABASE_URL = "sqlite:///var/billing.sqlite3"
+
+#: Largest number of contacts one send request may carry.
+DEFAULT_MAX_CONTACTS_PER_REQUEST = 10_000
+
+#: How far ahead (seconds) dispatch books send slots and hands them to the
+#: broker. Kept short because RabbitMQ redelivers messages held longer than its
+#: consumer_timeout and Dramatiq keeps delayed messages in worker memory.
+DEFAULT_DISPATCH_HORIZON_SECONDS = 60
+
+#: How many contacts one dispatch pass may book at most.
+DEFAULT_DISPATCH_BATCH_SIZE = 500
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The process configuration.
+
+    Parameters:
+      database_url: ``sqlite:///path`` or ``postgresql://user@host/db``.
+      broker_url: ``amqp://...`` for RabbitMQ; empty for the embedded broker.
+      host, port: where the HTTP server listens.
+      log_format: ``json`` or ``console``; empty picks console on a terminal.
+      log_level: a logging level name.
+      worker_threads: threads of the in-process worker (embedded mode).
+      max_contacts_per_request: contacts one send request may carry.
+      dispatch_horizon_seconds: how far ahead dispatch books slots.
+      dispatch_batch_size: contacts one dispatch pass books at most.
+    """
+
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_format: str = ""
+    log_level: str = "INFO"
+    worker_threads: int = 4
+    max_contacts_per_request: int = DEFAULT_MAX_CONTACTS_PER_REQUEST
+    dispatch_horizon_seconds: int = DEFAULT_DISPATCH_HORIZON_SECONDS
+    dispatch_batch_size: int = DEFAULT_DISPATCH_BATCH_SIZE
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """Read the settings from the process environment."""
+        return cls(
+            database_url=os.environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
+            broker_url=os.environ.get("BROKER_URL", "").strip(),
+            host=os.environ.get("HOST", "").strip() or "127.0.0.1",
+            port=_env_int("PORT", 8000),
+            log_format=os.environ.get("LOG_FORMAT", "").strip().lower(),
+            log_level=os.environ.get("LOG_LEVEL", "").strip().upper() or "INFO",
+            worker_threads=_env_int("WORKER_THREADS", 4),
+            max_contacts_per_request=_env_int(
+                "MAX_CONTACTS_PER_REQUEST", DEFAULT_MAX_CONTACTS_PER_REQUEST
+            ),
+            dispatch_horizon_seconds=_env_int(
+                "DISPATCH_HORIZON_SECONDS", DEFAULT_DISPATCH_HORIZON_SECONDS
+            ),
+            dispatch_batch_size=_env_int("DISPATCH_BATCH_SIZE", DEFAULT_DISPATCH_BATCH_SIZE),
+        )

@@ -1,0 +1,206 @@
+"""The tables. Every campaign, contact and state change is a row here.
+
+The broker only carries ids; whatever the broker loses, these rows still say
+what is left to do. Times are naive UTC (see :mod:`billing.clock`).
+"""
+from __future__ import annotations
+
+import json
+import uuid
+
+import peewee
+
+from billing.clock import utcnow
+from billing.db import database
+from billing.states import ContactStatus, QueueStatus
+
+#: Default pace for a new WhatsApp instance (messages per minute).
+DEFAULT_MESSAGES_PER_MINUTE = 20
+
+#: Default number of send attempts before a contact ends ``failed``.
+DEFAULT_MAX_ATTEMPTS = 3
+
+#: Default tenant time zone.
+DEFAULT_TIMEZONE = "America/Sao_Paulo"
+
+
+class JSONField(peewee.TextField):
+    """JSON kept as text, so SQLite and PostgreSQL store it the same way."""
+
+    def db_value(self, value):
+        if value is None:
+            return None
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+    def python_value(self, value):
+        if value is None:
+            return None
+        return json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Tenant(BaseModel):
+    name = peewee.CharField(max_length=120, unique=True)
+    timezone = peewee.CharField(max_length=64, default=DEFAULT_TIMEZONE)
+    max_attempts = peewee.IntegerField(default=DEFAULT_MAX_ATTEMPTS)
+    settings = JSONField(default=dict)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+
+class ApiKey(BaseModel):
+    """An ERP's credential. Only a hash of the secret is stored."""
+
+    tenant = peewee.ForeignKeyField(Tenant, backref="api_keys", on_delete="CASCADE")
+    name = peewee.CharField(max_length=120, default="")
+    prefix = peewee.CharField(max_length=32, unique=True)
+    key_hash = peewee.CharField(max_length=128)
+    template_types = peewee.CharField(max_length=64, default="overdue,upcoming,notification")
+    created_at = peewee.DateTimeField(default=utcnow)
+    last_used_at = peewee.DateTimeField(null=True)
+    revoked_at = peewee.DateTimeField(null=True)
+
+    @property
+    def allowed_types(self) -> tuple[str, ...]:
+        return tuple(t for t in self.template_types.split(",") if t)
+
+
+class Template(BaseModel):
+    tenant = peewee.ForeignKeyField(Tenant, backref="templates", on_delete="CASCADE")
+    type = peewee.CharField(max_length=20)
+    name = peewee.CharField(max_length=120)
+    strategy = peewee.CharField(max_length=20, default="random")
+    is_active = peewee.BooleanField(default=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("tenant", "type", "name"), True),)
+
+
+class Variation(BaseModel):
+    template = peewee.ForeignKeyField(Template, backref="variations", on_delete="CASCADE")
+    position = peewee.IntegerField(default=0)
+    text = peewee.TextField()
+    weight = peewee.IntegerField(default=1)
+    times_used = peewee.IntegerField(default=0)
+    is_active = peewee.BooleanField(default=True)
+
+
+class Instance(BaseModel):
+    """A WhatsApp number behind a gateway, with its own send pace."""
+
+    tenant = peewee.ForeignKeyField(Tenant, backref="instances", on_delete="CASCADE")
+    name = peewee.CharField(max_length=120)
+    provider = peewee.CharField(max_length=20)
+    url = peewee.CharField(max_length=500, default="")
+    token = peewee.CharField(max_length=500, default="")
+    options = JSONField(default=dict)
+    messages_per_minute = peewee.FloatField(default=DEFAULT_MESSAGES_PER_MINUTE)
+    next_slot_at = peewee.DateTimeField(null=True)
+    health = peewee.CharField(max_length=20, default="unknown")
+    health_checked_at = peewee.DateTimeField(null=True)
+    is_active = peewee.BooleanField(default=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("tenant", "name"), True),)
+
+
+class Campaign(BaseModel):
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
+    tenant = peewee.ForeignKeyField(Tenant, backref="campaigns", on_delete="CASCADE")
+    external_id = peewee.CharField(max_length=255)
+    type = peewee.CharField(max_length=20)
+    template = peewee.ForeignKeyField(Template, null=True, on_delete="SET NULL")
+    callback_url = peewee.CharField(max_length=2000, default="")
+    metadata = JSONField(default=dict)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("tenant", "external_id"), True),)
+
+
+class Queue(BaseModel):
+    """The sending run of one campaign. Counters are derived from its contacts."""
+
+    id = peewee.UUIDField(primary_key=True, default=uuid.uuid4)
+    campaign = peewee.ForeignKeyField(Campaign, backref="queues", unique=True, on_delete="CASCADE")
+    tenant = peewee.ForeignKeyField(Tenant, on_delete="CASCADE")
+    status = peewee.CharField(max_length=20, default=QueueStatus.PENDING, index=True)
+    pause_reason = peewee.CharField(max_length=255, default="")
+    resume_at = peewee.DateTimeField(null=True)
+    total_contacts = peewee.IntegerField(default=0)
+    rejected_contacts = peewee.IntegerField(default=0)
+    created_at = peewee.DateTimeField(default=utcnow)
+    started_at = peewee.DateTimeField(null=True)
+    completed_at = peewee.DateTimeField(null=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+
+class Contact(BaseModel):
+    """One customer of one campaign: what to send, and what became of it."""
+
+    id = peewee.BigAutoField()
+    queue = peewee.ForeignKeyField(Queue, backref="contacts", on_delete="CASCADE")
+    campaign = peewee.ForeignKeyField(Campaign, backref="contacts", on_delete="CASCADE")
+    tenant = peewee.ForeignKeyField(Tenant, on_delete="CASCADE")
+    position = peewee.IntegerField()
+    name = peewee.CharField(max_length=255, default="")
+    phone = peewee.CharField(max_length=64)
+    chat_id = peewee.CharField(max_length=120, default="")
+    variables = JSONField(default=dict)
+    message = peewee.TextField(default="")
+    variation = peewee.ForeignKeyField(Variation, null=True, on_delete="SET NULL")
+    status = peewee.CharField(max_length=20, default=ContactStatus.PENDING)
+    attempts = peewee.IntegerField(default=0)
+    reason = peewee.TextField(default="")
+    instance = peewee.ForeignKeyField(Instance, null=True, on_delete="SET NULL")
+    provider_message_id = peewee.CharField(max_length=255, default="")
+    next_attempt_at = peewee.DateTimeField(null=True)
+    slot_at = peewee.DateTimeField(null=True)
+    claimed_at = peewee.DateTimeField(null=True)
+    sent_at = peewee.DateTimeField(null=True)
+    delivered_at = peewee.DateTimeField(null=True)
+    read_at = peewee.DateTimeField(null=True)
+    finished_at = peewee.DateTimeField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = (
+            (("queue", "status"), False),
+            (("campaign", "position"), False),
+            (("tenant", "phone"), False),
+        )
+
+
+class Event(BaseModel):
+    """The history of a contact: every state change, send and reply."""
+
+    id = peewee.BigAutoField()
+    contact = peewee.ForeignKeyField(Contact, backref="events", on_delete="CASCADE")
+    kind = peewee.CharField(max_length=40)
+    detail = JSONField(default=dict)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+
+class SandboxMessage(BaseModel):
+    """What the ``sandbox`` gateway would have sent to WhatsApp."""
+
+    id = peewee.BigAutoField()
+    tenant = peewee.ForeignKeyField(Tenant, on_delete="CASCADE")
+    instance = peewee.ForeignKeyField(Instance, null=True, on_delete="SET NULL")
+    contact_id = peewee.BigIntegerField(null=True, index=True)
+    phone = peewee.CharField(max_length=64)
+    text = peewee.TextField()
+    provider_message_id = peewee.CharField(max_length=64)
+    sent_at = peewee.DateTimeField(default=utcnow)
+
+
+#: Every table, in creation order (parents before children).
+ALL_MODELS = (Tenant, ApiKey, Template, Variation, Instance, Campaign, Queue, Contact, Event, SandboxMessage)

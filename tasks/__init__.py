@@ -1,0 +1,22 @@
+"""Dramatiq broker and actors. ``dramatiq tasks`` runs them in a worker.
+
+Importing this package reads the environment (DATABASE_URL, BROKER_URL),
+connects the database and declares the actors on the chosen broker, so a
+worker process, the web process and another Python service all get the same
+setup from ``import tasks``.
+"""
+from __future__ import annotations
+
+from billing.config import Settings
+from billing.db import connect
+from billing.logconfig import configure_logging
+from tasks.broker import build_broker
+
+settings = Settings.from_env()
+configure_logging(log_format=settings.log_format, level=settings.log_level)
+connect(settings.database_url)
+broker = build_broker(settings)
+
+from tasks.actors import dispatch, send_contact, start_queue  # noqa: E402  (actors need the broker first)
+
+__all__ = ["broker", "dispatch", "send_contact", "settings", "start_queue"]

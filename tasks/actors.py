@@ -1,0 +1,84 @@
+"""The actors. Each is thin: it calls billing/ and enqueues what that says.
+
+Actors live on separate queues so ops can size workers per queue and a slow
+queue never starves another: ``dramatiq tasks -Q send --threads 16``.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dramatiq
+import structlog
+from peewee import InterfaceError, OperationalError
+
+from billing import sending
+from billing.config import Settings
+
+log = structlog.get_logger(__name__)
+
+DISPATCH_QUEUE = "dispatch"
+SEND_QUEUE = "send"
+
+#: A transient send failure is retried after a backoff growing from the
+#: first to the second value (ms); both far below RabbitMQ's 30 min
+#: consumer_timeout. The database's attempts counter ends the retries.
+SEND_MIN_BACKOFF_MS = 5_000
+SEND_MAX_BACKOFF_MS = 5 * 60_000
+
+#: Retries of one message at most, whatever the cause, so a bug cannot loop
+#: forever; stuck contacts are found again by the scheduler's recovery.
+MAX_MESSAGE_RETRIES = 20
+
+#: A send includes the gateway's "typing..." delay; give it room.
+SEND_TIME_LIMIT_MS = 3 * 60_000
+
+
+class RetryLater(Exception):
+    """A transient failure: Dramatiq's Retries middleware tries again."""
+
+
+def _retry_when(retries: int, exception: Exception) -> bool:
+    if retries > MAX_MESSAGE_RETRIES:
+        return False
+    # Database hiccups (restart, failover) are worth waiting out, too.
+    return isinstance(exception, (RetryLater, OperationalError, InterfaceError))
+
+
+_settings = Settings.from_env()
+
+
+@dramatiq.actor(queue_name=DISPATCH_QUEUE, retry_when=_retry_when, min_backoff=1_000, max_backoff=60_000)
+def dispatch(queue_id: str) -> None:
+    """Book the queue's next send slots and enqueue their sends."""
+    plan = sending.plan_dispatch(
+        queue_id,
+        horizon=timedelta(seconds=_settings.dispatch_horizon_seconds),
+        batch_size=_settings.dispatch_batch_size,
+    )
+    for contact_id, delay in plan.sends:
+        send_contact.send_with_options(args=(contact_id,), delay=int(delay * 1000))
+    if plan.next_dispatch_in is not None:
+        dispatch.send_with_options(args=(queue_id,), delay=int(plan.next_dispatch_in * 1000))
+    if plan.sends:
+        log.info("dispatched", queue_id=queue_id, sends=len(plan.sends), next_in=plan.next_dispatch_in)
+
+
+@dramatiq.actor(
+    queue_name=SEND_QUEUE,
+    retry_when=_retry_when,
+    min_backoff=SEND_MIN_BACKOFF_MS,
+    max_backoff=SEND_MAX_BACKOFF_MS,
+    time_limit=SEND_TIME_LIMIT_MS,
+)
+def send_contact(contact_id: int) -> None:
+    """Send one contact's message (idempotent: a second delivery does nothing)."""
+    report = sending.send_one(contact_id)
+    if report.outcome is sending.Outcome.RETRY:
+        raise RetryLater(report.reason)
+    if report.outcome is not sending.Outcome.SKIPPED:
+        log.info("send", contact_id=contact_id, queue_id=report.queue_id, outcome=report.outcome.value, reason=report.reason)
+
+
+def start_queue(queue_id: str) -> None:
+    """Enqueue the first dispatch of a queue (call after its commit)."""
+    dispatch.send(str(queue_id))

@@ -1,0 +1,90 @@
+"""The ERP-facing API (seed contract). Thin: parse, call billing/, enqueue."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from billing import campaigns, contacts, queues
+from billing.apikeys import check_type_allowed
+from billing.errors import InvalidRequest
+from billing.schemas import ControlRequest, parse
+from web.auth import api_key_required
+
+bp = Blueprint("billing_api", __name__)
+
+#: The URL prefixes the API answers on: ours, and the seed's.
+PREFIXES = ("/api/v1/billing", "/api/billing/v1/billing")
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise InvalidRequest("the body must be JSON (Content-Type: application/json)")
+    return body
+
+
+@bp.post("/send/<template_type>")
+@api_key_required
+def send(template_type: str):
+    """One code path for send/overdue, send/upcoming and send/notification."""
+    check_type_allowed(g.api_key, template_type)
+    created = campaigns.create_campaign(
+        g.tenant,
+        template_type=template_type,
+        request=json_body(),
+        max_contacts=current_app.config["SETTINGS"].max_contacts_per_request,
+    )
+    current_app.config["START_QUEUE"](created.queue_id)
+    rejected = created.rejected
+    return jsonify(
+        success=True,
+        message="Campanha criada com sucesso",
+        billing_campaign_id=created.campaign_id,
+        queue_id=created.queue_id,
+        total_contacts=created.total_contacts,
+        rejected_contacts=len(rejected),
+        rejected=[r.as_dict() for r in rejected[: campaigns.MAX_REJECTED_IN_RESPONSE]],
+        estimated_duration_minutes=created.estimated_duration_minutes,
+    )
+
+
+@bp.get("/queue/<queue_id>/status")
+@api_key_required
+def queue_status(queue_id: str):
+    queue = queues.get_queue(queue_id, tenant_id=g.tenant.id)
+    return jsonify(success=True, **queues.queue_status(queue))
+
+
+@bp.post("/queue/<queue_id>/control")
+@api_key_required
+def queue_control(queue_id: str):
+    queue = queues.get_queue(queue_id, tenant_id=g.tenant.id)
+    body = parse(ControlRequest, json_body())
+    if body.action == "pause":
+        changed = queues.pause(queue, reason=body.reason or "")
+    elif body.action == "resume":
+        changed = queues.resume(queue)
+        if changed:
+            current_app.config["START_QUEUE"](str(queue.id))
+    else:
+        changed = queues.cancel(queue)
+    status = queues.queue_status(queues.get_queue(queue_id, tenant_id=g.tenant.id))
+    return jsonify(success=True, action=body.action, changed=changed, message=_control_message(body.action, changed), **status)
+
+
+def _control_message(action: str, changed: bool) -> str:
+    done = {"pause": "Fila pausada", "resume": "Fila retomada", "cancel": "Fila cancelada"}
+    already = {"pause": "A fila já estava pausada", "resume": "A fila já estava em andamento", "cancel": "A fila já estava cancelada"}
+    return done[action] if changed else already[action]
+
+
+@bp.get("/campaign/<campaign_id>/contacts")
+@api_key_required
+def campaign_contacts(campaign_id: str):
+    page = contacts.list_contacts(
+        campaign_id,
+        tenant_id=g.tenant.id,
+        page=request.args.get("page", "1"),
+        page_size=request.args.get("page_size", str(contacts.DEFAULT_PAGE_SIZE)),
+        status=request.args.get("status") or None,
+    )
+    return jsonify(success=True, **page)

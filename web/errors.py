@@ -1,0 +1,44 @@
+"""Every error is JSON ``{success: false, message, errors?}``: never an HTML
+page, never a stack trace, never a 500 for bad input."""
+from __future__ import annotations
+
+import structlog
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from billing.errors import BillingError
+
+log = structlog.get_logger(__name__)
+
+
+def error_response(status: int, message: str, *, errors=None, **extra):
+    body = {"success": False, "message": message, **extra}
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(BillingError)
+    def _domain(exc: BillingError):
+        return error_response(exc.http_status, exc.message, errors=exc.errors, **exc.context)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        messages = {
+            404: "not found",
+            405: "method not allowed",
+            413: "request body too large",
+            415: "send the body as JSON (Content-Type: application/json)",
+        }
+        response = error_response(exc.code or 500, messages.get(exc.code, exc.description or exc.name))
+        if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal error; the request id in X-Request-ID helps us find it")
