@@ -6,6 +6,7 @@ a plain ``make test`` skips those tests with the reason; with
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -35,9 +36,9 @@ def _admin_connection():
     return conn
 
 
-@pytest.fixture(scope="session")
-def postgres_database_url():
-    """A fresh PostgreSQL database for the session, dropped at the end."""
+@contextlib.contextmanager
+def postgres_database():
+    """Create a fresh PostgreSQL database; yield its URL; drop it after."""
     try:
         admin = _admin_connection()
     except psycopg2.OperationalError as exc:
@@ -46,12 +47,23 @@ def postgres_database_url():
     with admin.cursor() as cur:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     base, _, _ = POSTGRES_URL.rpartition("/")
-    yield f"{base}/{name}"
-    billing_db.database.close() if billing_db.database.obj is not None and not billing_db.database.is_closed() else None
-    with admin.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-    admin.close()
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url():
+    """A fresh PostgreSQL database for the in-process tests of the session."""
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

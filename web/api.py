@@ -5,8 +5,9 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from billing import campaigns, contacts, queues
 from billing.apikeys import check_type_allowed
-from billing.errors import InvalidRequest
+from billing.errors import InvalidRequest, NotFound
 from billing.schemas import ControlRequest, parse
+from billing.states import TemplateType
 from web.auth import api_key_required
 
 bp = Blueprint("billing_api", __name__)
@@ -26,6 +27,8 @@ def json_body() -> dict:
 @api_key_required
 def send(template_type: str):
     """One code path for send/overdue, send/upcoming and send/notification."""
+    if template_type not in TemplateType.ALL:
+        raise NotFound(f"unknown message type '{template_type}'; use {', '.join(TemplateType.ALL)}")
     check_type_allowed(g.api_key, template_type)
     created = campaigns.create_campaign(
         g.tenant,

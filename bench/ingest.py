@@ -1,0 +1,477 @@
+"""Ingest benchmark: how fast one send request turns 10,000 contacts into rows.
+
+``POST /api/v1/billing/send/<type>`` validates the body with pydantic,
+normalizes every phone, renders one message per contact and bulk-loads the
+contacts with COPY in one transaction. The request is synchronous, so its
+duration is what an ERP waits for, and contacts per second is the figure that
+says whether a large batch fits in a caller's timeout. This prints:
+
+a. the whole HTTP request through the Flask app (test client: no socket, but
+   JSON parsing, auth, validation, rendering, bulk load, commit and the JSON
+   response are all included);
+b. ``billing.campaigns.create_campaign`` called with the already parsed dict:
+   the service layer alone, so (a) - (b) is the web shim and JSON parsing;
+c. a raw COPY of the very rows (a) wrote, from a CSV buffer prepared before
+   timing, with the same COPY statement the ingest runs, into a scratch table
+   shaped like ``contact``. No Python work per row: this is the ceiling the
+   ingest is compared with. Two scratch tables: without indexes (the ceiling)
+   and with ``contact``'s indexes (what storing costs PostgreSQL once its
+   indexes are kept up; still no foreign keys, which LIKE never copies);
+d. the CPU-bound steps inside (b), each measured alone on the same contacts,
+   so the reader sees where the time goes; what they leave of (b) is SQL,
+   building the COPY buffer, the COPY itself and the commit.
+
+Everything runs on a database created for this run and dropped after it, on
+the PostgreSQL server named by BENCH_POSTGRES_URL. Each figure is the median of
+RUNS runs; every run creates a new campaign (a new external_id), so all runs
+see the same kind of tables: the same database, growing by one campaign each.
+
+Run: ``make bench`` (or ``.venv/bin/python -m bench.ingest``).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+from psycopg2 import sql
+
+from billing import db as billing_db
+from billing import migrations
+from billing.campaigns import INSERT_FIELDS, NOT_NULL_TEXT_COLUMNS, create_campaign, template_variables
+from billing.config import Settings
+from billing.duedates import today_in
+from billing.models import Contact
+from billing.phones import normalize_phone
+from billing.schemas import SendRequest, parse
+from billing.templates import active_template, active_variations
+from billing.templating import compile_template
+from tests.factories import make_tenant
+from web import create_app
+from web.auth import API_KEY_HEADER
+
+#: Contacts in the benchmarked request: the most one request may carry.
+CONTACTS = 10_000
+#: Runs per figure; the median is printed, so one slow run (a checkpoint, a
+#: noisy neighbour) does not move it.
+RUNS = 3
+#: Contacts in the untimed first request. The first request of a process pays
+#: one-off costs (phonenumbers loads its metadata, templates compile, the pool
+#: opens its connection) that no later request pays.
+WARMUP_CONTACTS = 100
+
+#: The server the scratch database is created on.
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+POSTGRES_URL_ENV = "BENCH_POSTGRES_URL"
+CONNECT_TIMEOUT_SECONDS = 3
+DATABASE_PREFIX = "bench_ingest_"
+
+#: Overdue reminders are the bulk of real traffic, and their templates use
+#: every field the contacts carry.
+TEMPLATE_TYPE = "overdue"
+SEND_PATH = f"/api/v1/billing/send/{TEMPLATE_TYPE}"
+
+#: Fixed, so every run of the benchmark sends the same contacts.
+SEED = 20_250_101
+
+#: Area codes (DDD) of large Brazilian cities; real batches spread over many.
+AREA_CODES = ("11", "21", "31", "41", "51", "61", "71", "81", "85", "19", "27", "48", "62", "92")
+#: The ways ERPs write the same mobile; all of them take normalize_phone's
+#: fast path once separators are removed.
+PHONE_FORMATS: tuple[Callable[[str, str], str], ...] = (
+    lambda ddd, sub: f"+55{ddd}{sub}",
+    lambda ddd, sub: f"({ddd}) {sub[:5]}-{sub[5:]}",
+    lambda ddd, sub: f"55{ddd}{sub}",
+    lambda ddd, sub: f"{ddd} {sub}",
+)
+FIRST_NAMES = (
+    "Ana", "Maria", "João", "José", "Francisco", "Antônio", "Luiz", "Paulo", "Carlos", "Lucas",
+    "Juliana", "Fernanda", "Patrícia", "Aline", "Camila", "Bruno", "Rafael", "Márcia", "Gabriel", "Letícia",
+)
+LAST_NAMES = (
+    "Silva", "Santos", "Oliveira", "Souza", "Rodrigues", "Ferreira", "Alves", "Pereira", "Lima", "Gomes",
+    "Costa", "Ribeiro", "Martins", "Carvalho", "Araújo", "Melo", "Barbosa", "Conceição", "Assunção", "Nascimento",
+)
+#: Overdue bills are 1 to this many days late.
+MAX_DAYS_OVERDUE = 90
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured step: median seconds over RUNS, for ``items`` items."""
+
+    label: str
+    seconds: float
+    items: int = CONTACTS
+
+    @property
+    def ms(self) -> float:
+        return self.seconds * 1000
+
+    @property
+    def per_second(self) -> float:
+        return self.items / self.seconds
+
+
+# --- the request body ------------------------------------------------------
+
+
+def brazilian_mobiles(count: int, rng: random.Random) -> list[str]:
+    """``count`` distinct valid mobiles, written in the formats ERPs use."""
+    seen: set[str] = set()
+    phones: list[str] = []
+    while len(phones) < count:
+        ddd = rng.choice(AREA_CODES)
+        # 9 then 6-9: the range every DDD has allocated to mobiles.
+        subscriber = f"9{rng.randint(6, 9)}{rng.randrange(10_000_000):07d}"
+        if ddd + subscriber in seen:
+            continue
+        seen.add(ddd + subscriber)
+        phones.append(PHONE_FORMATS[len(phones) % len(PHONE_FORMATS)](ddd, subscriber))
+    return phones
+
+
+def _tlv(tag: str, value: str) -> str:
+    return f"{tag}{len(value):02d}{value}"
+
+
+def pix_code(rng: random.Random, *, amount: float, name: str, txid: str) -> str:
+    """A PIX copy-and-paste code (EMV BR Code) of the usual length and shape.
+
+    The CRC is random hex: nothing on the ingest path checks it.
+    """
+    key = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    account = _tlv("00", "br.gov.bcb.pix") + _tlv("01", key)
+    body = (
+        _tlv("00", "01") + _tlv("26", account) + _tlv("52", "0000") + _tlv("53", "986")
+        + _tlv("54", f"{amount:.2f}") + _tlv("58", "BR") + _tlv("59", name[:25].upper())
+        + _tlv("60", "SAO PAULO") + _tlv("62", _tlv("05", txid[:25]))
+    )
+    return f"{body}6304{rng.getrandbits(16):04X}"
+
+
+def build_contacts(count: int, *, today: date, rng: random.Random) -> list[dict]:
+    """Contacts as an ERP sends them: every field the overdue templates use."""
+    contacts = []
+    for index, phone in enumerate(brazilian_mobiles(count, rng)):
+        name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)} {rng.choice(LAST_NAMES)}"
+        amount = round(rng.uniform(19.90, 4_999.99), 2)
+        due = today - timedelta(days=rng.randint(1, MAX_DAYS_OVERDUE))
+        invoice = f"FAT-{due.year}-{index + 1:06d}"
+        contacts.append({
+            "nome_cliente": name,
+            "telefone": phone,
+            "valor": amount,
+            # Both accepted formats, as batches merged from two systems have.
+            "data_vencimento": due.isoformat() if index % 2 == 0 else due.strftime("%d/%m/%Y"),
+            "codigo_pix": pix_code(rng, amount=amount, name=name, txid=invoice.replace("-", "")),
+            "link_pagamento": f"https://pagar.exemplo.com.br/f/{rng.getrandbits(64):016x}",
+            "numero_fatura": invoice,
+        })
+    return contacts
+
+
+def send_body(contacts: list[dict], external_id: str) -> dict:
+    return {
+        "external_id": external_id,
+        "contacts": contacts,
+        "callback_url": "https://erp.exemplo.com.br/webhooks/cobranca",
+        "metadata": {"origem": "bench.ingest", "lote": external_id},
+    }
+
+
+def encode(body: dict) -> bytes:
+    # UTF-8, not \u escapes: what ERPs send, and what Flask has to decode.
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+# --- timing ----------------------------------------------------------------
+
+
+def timed(fn: Callable, *args, **kwargs) -> tuple[float, object]:
+    """Run ``fn`` once; return (seconds, its result)."""
+    # Collect the previous run's garbage now, so that collection is not
+    # charged to this run.
+    gc.collect()
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def median_of_runs(fn: Callable[[], object]) -> float:
+    return statistics.median(timed(fn)[0] for _ in range(RUNS))
+
+
+# --- the database ----------------------------------------------------------
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, fit for a message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def admin_connection(server_url: str):
+    """An autocommit connection to the server; exits with one line if unreachable."""
+    try:
+        conn = psycopg2.connect(server_url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    except psycopg2.OperationalError as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), "connection failed")
+        raise SystemExit(f"bench.ingest: PostgreSQL is not reachable at {redact(server_url)}: {reason}") from None
+    conn.autocommit = True
+    return conn
+
+
+@contextlib.contextmanager
+def scratch_database(admin, server_url: str) -> Iterator[str]:
+    """Create a database, yield its URL, and drop it whatever happens."""
+    name = f"{DATABASE_PREFIX}{uuid.uuid4().hex[:10]}"
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    finally:
+        bound = billing_db.database.obj
+        if bound is not None:
+            bound.close_all()
+        with admin.cursor() as cur:
+            # A connection left open (ours after an error, a psql someone
+            # opened) would make DROP DATABASE fail.
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def server_version(admin) -> str:
+    with admin.cursor() as cur:
+        cur.execute("SHOW server_version")
+        return cur.fetchone()[0]
+
+
+# --- a. the HTTP request ---------------------------------------------------
+
+
+def post_send(client, api_key: str, payload: bytes, *, expected: int) -> dict:
+    """POST a send request; return its JSON, or fail unless ``expected`` contacts were accepted."""
+    response = client.post(SEND_PATH, data=payload, content_type="application/json", headers={API_KEY_HEADER: api_key})
+    reply = response.get_json(silent=True) or {}
+    if response.status_code != 200 or reply.get("total_contacts") != expected:
+        # Not a timing check: a partly rejected batch would make the figures
+        # describe a smaller batch than they claim.
+        raise RuntimeError(f"send request answered {response.status_code}: {response.get_data(as_text=True)[:300]}")
+    return reply
+
+
+def bench_http(client, api_key: str, contacts: list[dict]) -> tuple[Figure, str]:
+    """Median duration of the whole request; also a queue id it created."""
+    seconds, queue_id = [], ""
+    for run in range(RUNS):
+        payload = encode(send_body(contacts, f"bench-http-{run}"))
+        duration, reply = timed(post_send, client, api_key, payload, expected=len(contacts))
+        seconds.append(duration)
+        queue_id = reply["queue_id"]
+    return Figure(f"a. HTTP POST send/{TEMPLATE_TYPE} (Flask test client)", statistics.median(seconds)), queue_id
+
+
+# --- b. the service layer --------------------------------------------------
+
+
+def bench_service(tenant, contacts: list[dict], max_contacts: int) -> Figure:
+    seconds = []
+    for run in range(RUNS):
+        # Parsed from the same bytes the HTTP request sends, outside the timing.
+        request = json.loads(encode(send_body(contacts, f"bench-service-{run}")))
+        billing_db.database.connect(reuse_if_open=True)
+        try:
+            duration, _ = timed(
+                create_campaign, tenant, template_type=TEMPLATE_TYPE, request=request, max_contacts=max_contacts
+            )
+        finally:
+            billing_db.database.close()
+        seconds.append(duration)
+    return Figure("b. create_campaign (service layer, parsed dict)", statistics.median(seconds))
+
+
+# --- c. the raw COPY ceiling -----------------------------------------------
+
+#: Scratch tables, shaped like ``contact`` by LIKE (which never copies foreign
+#: keys); the first one is the ceiling the ratios use.
+SCRATCH_TABLES = (
+    ("bench_copy_plain", "INCLUDING DEFAULTS", "c. raw COPY, scratch LIKE contact, no indexes"),
+    ("bench_copy_indexed", "INCLUDING DEFAULTS INCLUDING INDEXES", "   raw COPY, scratch with contact's 4 indexes"),
+)
+
+
+def copy_columns() -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(f.column_name) for f in INSERT_FIELDS)
+
+
+def copy_statement(table: str) -> sql.Composed:
+    """The ingest's own COPY statement (same columns and options), into ``table``."""
+    not_null = sql.SQL(", ").join(sql.Identifier(c) for c in NOT_NULL_TEXT_COLUMNS)
+    return sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL ({}))").format(
+        sql.Identifier(table), copy_columns(), not_null
+    )
+
+
+def rows_as_csv(conn, queue_id: str) -> tuple[str, int]:
+    """The columns the ingest loads, of every contact of one queue, as CSV;
+    and how many rows that is (messages hold newlines, so lines do not tell)."""
+    table = sql.Identifier(Contact._meta.table_name)
+    query = sql.SQL("COPY (SELECT {} FROM {} WHERE queue_id = {} ORDER BY position) TO STDOUT WITH (FORMAT csv)").format(
+        copy_columns(), table, sql.Literal(queue_id)
+    )
+    out = io.StringIO()
+    with conn.cursor() as cur:
+        cur.copy_expert(query.as_string(conn), out)
+        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE queue_id = %s").format(table), (queue_id,))
+        count = cur.fetchone()[0]
+    conn.commit()
+    return out.getvalue(), count
+
+
+def bench_copy(conn, table: str, like_options: str, label: str, rows_csv: str, rows: int) -> Figure:
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} " + like_options + ")").format(
+                sql.Identifier(table), sql.Identifier(Contact._meta.table_name)
+            )
+        )
+        conn.commit()
+        statement = copy_statement(table).as_string(conn)
+        seconds = []
+        for _ in range(RUNS):
+            cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
+            conn.commit()
+            buffer = io.StringIO(rows_csv)
+
+            def load() -> None:
+                # Commit included: the ingest's figure includes its commit too.
+                cur.copy_expert(statement, buffer)
+                conn.commit()
+
+            seconds.append(timed(load)[0])
+    return Figure(label, statistics.median(seconds), items=rows)
+
+
+# --- d. where the service layer's time goes --------------------------------
+
+
+def bench_breakdown(tenant, contacts: list[dict]) -> list[Figure]:
+    """Each CPU-bound step of create_campaign alone, on the same contacts.
+
+    Every step gets the previous step's output, computed outside its timing.
+    """
+    payload = encode(send_body(contacts, "bench-breakdown"))
+    body = json.loads(payload)
+    parsed = parse(SendRequest, body)
+    dumped = [c.model_dump(exclude_none=True) for c in parsed.contacts]
+    today = today_in(tenant.timezone)
+    variables = [template_variables(d, today=today) for d in dumped]
+    billing_db.database.connect(reuse_if_open=True)
+    try:
+        templates = [compile_template(v.text) for v in active_variations(active_template(tenant.id, TEMPLATE_TYPE))]
+    finally:
+        billing_db.database.close()
+
+    return [
+        Figure("JSON decoding of the body (json.loads; in a, not b)", median_of_runs(lambda: json.loads(payload))),
+        Figure("pydantic validation: parse(SendRequest, body)", median_of_runs(lambda: parse(SendRequest, body))),
+        Figure("ContactIn.model_dump(exclude_none=True) x each", median_of_runs(
+            lambda: [c.model_dump(exclude_none=True) for c in parsed.contacts])),
+        Figure("normalize_phone x each", median_of_runs(lambda: [normalize_phone(d["telefone"]) for d in dumped])),
+        Figure("template_variables x each (dates, R$)", median_of_runs(
+            lambda: [template_variables(d, today=today) for d in dumped])),
+        # Round robin over the variations: the random picker spreads contacts
+        # evenly, and every variation costs about the same to render.
+        Figure("Template.render x each (5 variations)", median_of_runs(
+            lambda: [templates[i % len(templates)].render(v) for i, v in enumerate(variables)])),
+    ]
+
+
+# --- the report ------------------------------------------------------------
+
+
+def versions_line(pg_version: str) -> str:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"Python {platform.python_version()} ({platform.python_implementation()}) | "
+        f"PostgreSQL {pg_version} | CPUs: {os.cpu_count()} (usable by this process: {affinity})"
+    )
+
+
+def print_report(*, pg_version: str, http: Figure, service: Figure, copies: list[Figure], parts: list[Figure]) -> None:
+    ceiling = copies[0]
+    width = 56
+    print(f"Ingest benchmark: {CONTACTS:,} contacts in one request, median of {RUNS} runs")
+    print(versions_line(pg_version))
+    print()
+    print(f"{'':{width}} {'ms':>9} {'rows/s':>10} {'vs COPY':>8}")
+    for figure in (http, service, *copies):
+        ratio = figure.per_second / ceiling.per_second * 100
+        print(f"{figure.label:{width}} {figure.ms:9.1f} {figure.per_second:10,.0f} {ratio:7.1f}%")
+    print()
+    print(f"Where (b)'s time goes: each step alone, {CONTACTS:,} contacts")
+    print(f"{'':{width}} {'ms':>9} {'% of b':>10}")
+    in_service = [p for p in parts if "not b" not in p.label]
+    for figure in parts:
+        share = "" if figure not in in_service else f"{figure.seconds / service.seconds * 100:9.1f}%"
+        print(f"{figure.label:{width}} {figure.ms:9.1f} {share:>10}")
+    rest = service.seconds - sum(p.seconds for p in in_service)
+    print(f"{'rest of b: SQL, COPY buffer, COPY, commit (b - above)':{width}} {rest * 1000:9.1f} {rest / service.seconds * 100:9.1f}%")
+    shim = http.seconds - service.seconds
+    print(f"{'a - b: Flask, JSON decoding, auth, response':{width}} {shim * 1000:9.1f}")
+
+
+def main() -> None:
+    server_url = os.environ.get(POSTGRES_URL_ENV, "").strip() or DEFAULT_POSTGRES_URL
+    admin = admin_connection(server_url)
+    try:
+        pg_version = server_version(admin)
+        with scratch_database(admin, server_url) as url:
+            billing_db.connect(url)
+            migrations.upgrade()
+            setup = make_tenant("bench")
+            billing_db.database.close()
+
+            settings = Settings(database_url=url)
+            # No broker: the queue's first dispatch is not part of the ingest.
+            client = create_app(settings, start_queue=lambda queue_id: None).test_client()
+            rng = random.Random(SEED)
+            contacts = build_contacts(CONTACTS, today=today_in(setup.tenant.timezone), rng=rng)
+            post_send(client, setup.api_key, encode(send_body(contacts[:WARMUP_CONTACTS], "bench-warmup")), expected=WARMUP_CONTACTS)
+
+            http, queue_id = bench_http(client, setup.api_key, contacts)
+            service = bench_service(setup.tenant, contacts, settings.max_contacts_per_request)
+            conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            try:
+                rows_csv, rows = rows_as_csv(conn, queue_id)
+                copies = [bench_copy(conn, table, like, label, rows_csv, rows) for table, like, label in SCRATCH_TABLES]
+            finally:
+                conn.close()
+            parts = bench_breakdown(setup.tenant, contacts)
+    finally:
+        admin.close()
+    print_report(pg_version=pg_version, http=http, service=service, copies=copies, parts=parts)
+
+
+if __name__ == "__main__":
+    main()
