@@ -6,7 +6,7 @@ variables, so a deployment is configured once. README documents each one.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: Where the embedded mode keeps its SQLite file when DATABASE_URL is unset.
 DEFAULT_DATABASE_URL = "sqlite:///var/billing.sqlite3"
@@ -21,6 +21,9 @@ DEFAULT_DISPATCH_HORIZON_SECONDS = 60
 
 #: How many contacts one dispatch pass may book at most.
 DEFAULT_DISPATCH_BATCH_SIZE = 500
+
+#: How often (seconds) the scheduler looks for work the broker lost.
+DEFAULT_RECOVERY_INTERVAL_SECONDS = 30
 
 
 def _env_int(name: str, default: int) -> int:
@@ -47,6 +50,7 @@ class Settings:
       max_contacts_per_request: contacts one send request may carry.
       dispatch_horizon_seconds: how far ahead dispatch books slots.
       dispatch_batch_size: contacts one dispatch pass books at most.
+      recovery_interval_seconds: how often the scheduler recovers lost work.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -59,7 +63,7 @@ class Settings:
     max_contacts_per_request: int = DEFAULT_MAX_CONTACTS_PER_REQUEST
     dispatch_horizon_seconds: int = DEFAULT_DISPATCH_HORIZON_SECONDS
     dispatch_batch_size: int = DEFAULT_DISPATCH_BATCH_SIZE
-    extra: dict = field(default_factory=dict)
+    recovery_interval_seconds: int = DEFAULT_RECOVERY_INTERVAL_SECONDS
 
     @property
     def embedded_broker(self) -> bool:
@@ -83,4 +87,5 @@ class Settings:
                 "DISPATCH_HORIZON_SECONDS", DEFAULT_DISPATCH_HORIZON_SECONDS
             ),
             dispatch_batch_size=_env_int("DISPATCH_BATCH_SIZE", DEFAULT_DISPATCH_BATCH_SIZE),
+            recovery_interval_seconds=_env_int("RECOVERY_INTERVAL_SECONDS", DEFAULT_RECOVERY_INTERVAL_SECONDS),
         )

@@ -9,13 +9,10 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from billing import recovery
+from billing.config import Settings
 from billing.db import database
 
 log = structlog.get_logger(__name__)
-
-#: How often lost or stuck work is looked for (seconds).
-RECOVERY_INTERVAL_SECONDS = 30
-
 
 def recover_lost_work() -> None:
     """Release bookings whose broker message was lost; dispatch queues with due work."""
@@ -36,9 +33,10 @@ def build_scheduler(*, blocking: bool) -> BaseScheduler:
     Parameters:
       blocking: True for the dedicated process, False for a background thread.
     """
+    settings = Settings.from_env()
     scheduler = BlockingScheduler() if blocking else BackgroundScheduler(daemon=True)
     scheduler.add_job(
-        recover_lost_work, "interval", seconds=RECOVERY_INTERVAL_SECONDS, id="recover",
+        recover_lost_work, "interval", seconds=settings.recovery_interval_seconds, id="recover",
         max_instances=1, coalesce=True,
     )
     return scheduler

@@ -28,6 +28,9 @@ BROKER_QUEUES = ("dispatch", "send")
 
 STARTUP_TIMEOUT = 30
 
+#: The scheduler's recovery runs this often in tests (30 s by default).
+RECOVERY_INTERVAL_SECONDS = 2
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -56,7 +59,8 @@ class Stack:
 
     def __init__(self, *, kind: str, env: dict, workdir: Path) -> None:
         self.kind = kind
-        self.env = {**os.environ, **env, "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+        self.env = {**os.environ, **env, "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
+                    "RECOVERY_INTERVAL_SECONDS": str(RECOVERY_INTERVAL_SECONDS)}
         self.workdir = workdir
         self.processes: dict[str, subprocess.Popen] = {}
         self.port = free_port()
@@ -84,6 +88,14 @@ class Stack:
         self.cli("instance", "create", "--tenant", name, "--provider", "sandbox", "--name", "sandbox",
                  "--messages-per-minute", str(messages_per_minute))
         return self.cli("apikey", "create", "--tenant", name).stdout.strip().splitlines()[-1]
+
+    def python(self, code: str) -> subprocess.CompletedProcess:
+        """Run ``code`` in a fresh interpreter with the stack's environment
+        (another Python service using the library)."""
+        result = subprocess.run([sys.executable, "-c", code], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise AssertionError(f"python failed ({result.returncode}): {result.stderr}")
+        return result
 
     def outbox_counts(self) -> collections.Counter:
         """How many sandbox messages each contact id got."""
