@@ -12,11 +12,13 @@ a. the whole HTTP request through the Flask app (test client: no socket, but
 b. ``billing.campaigns.create_campaign`` called with the already parsed dict:
    the service layer alone, so (a) - (b) is the web shim and JSON parsing;
 c. a raw COPY of the very rows (a) wrote, from a CSV buffer prepared before
-   timing, with the same COPY statement the ingest runs, into a scratch table
-   shaped like ``contact``. No Python work per row: this is the ceiling the
-   ingest is compared with. Two scratch tables: without indexes (the ceiling)
-   and with ``contact``'s indexes (what storing costs PostgreSQL once its
-   indexes are kept up; still no foreign keys, which LIKE never copies);
+   timing, with the same COPY statement the ingest runs (commit included).
+   No Python work per row: the ceiling the ingest is compared with is the
+   COPY into a scratch table ``LIKE contact INCLUDING DEFAULTS`` (no indexes,
+   no foreign keys: LIKE never copies those). Two more targets show what the
+   real table adds: a scratch table with ``contact``'s indexes, and
+   ``contact`` itself (indexes and its four foreign keys, each checked per
+   row; the copied duplicates are deleted after each run, untimed);
 d. the CPU-bound steps inside (b), each measured alone on the same contacts,
    so the reader sees where the time goes; what they leave of (b) is SQL,
    building the COPY buffer, the COPY itself and the commit.
@@ -111,15 +113,25 @@ MAX_DAYS_OVERDUE = 90
 
 @dataclass(frozen=True)
 class Figure:
-    """One measured step: median seconds over RUNS, for ``items`` items."""
+    """One measured step: the durations of its runs, for ``items`` items each."""
 
     label: str
-    seconds: float
+    durations: tuple[float, ...]
     items: int = CONTACTS
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.durations)
 
     @property
     def ms(self) -> float:
         return self.seconds * 1000
+
+    @property
+    def spread(self) -> float:
+        """(slowest - fastest) / median: how far apart the runs were, so a
+        reader can tell a real difference from noise."""
+        return (max(self.durations) - min(self.durations)) / self.seconds
 
     @property
     def per_second(self) -> float:
@@ -211,8 +223,9 @@ def timed(fn: Callable, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def median_of_runs(fn: Callable[[], object]) -> float:
-    return statistics.median(timed(fn)[0] for _ in range(RUNS))
+def measure(label: str, fn: Callable[[], object]) -> Figure:
+    """Time ``fn`` RUNS times (for steps that need nothing new per run)."""
+    return Figure(label, tuple(timed(fn)[0] for _ in range(RUNS)))
 
 
 # --- the database ----------------------------------------------------------
@@ -288,7 +301,7 @@ def bench_http(client, api_key: str, contacts: list[dict]) -> tuple[Figure, str]
         duration, reply = timed(post_send, client, api_key, payload, expected=len(contacts))
         seconds.append(duration)
         queue_id = reply["queue_id"]
-    return Figure(f"a. HTTP POST send/{TEMPLATE_TYPE} (Flask test client)", statistics.median(seconds)), queue_id
+    return Figure(f"a. HTTP POST send/{TEMPLATE_TYPE} (Flask test client)", tuple(seconds)), queue_id
 
 
 # --- b. the service layer --------------------------------------------------
@@ -307,16 +320,17 @@ def bench_service(tenant, contacts: list[dict], max_contacts: int) -> Figure:
         finally:
             billing_db.database.close()
         seconds.append(duration)
-    return Figure("b. create_campaign (service layer, parsed dict)", statistics.median(seconds))
+    return Figure("b. create_campaign (service layer, parsed dict)", tuple(seconds))
 
 
 # --- c. the raw COPY ceiling -----------------------------------------------
 
-#: Scratch tables, shaped like ``contact`` by LIKE (which never copies foreign
-#: keys); the first one is the ceiling the ratios use.
-SCRATCH_TABLES = (
-    ("bench_copy_plain", "INCLUDING DEFAULTS", "c. raw COPY, scratch LIKE contact, no indexes"),
-    ("bench_copy_indexed", "INCLUDING DEFAULTS INCLUDING INDEXES", "   raw COPY, scratch with contact's 4 indexes"),
+#: Where the raw COPY goes: (table, how to create it, label). The first is the
+#: ceiling the ratios use; LIKE never copies foreign keys.
+COPY_TARGETS = (
+    ("bench_copy_plain", "INCLUDING DEFAULTS", "c. raw COPY: scratch LIKE contact, no indexes"),
+    ("bench_copy_indexed", "INCLUDING DEFAULTS INCLUDING INDEXES", "   raw COPY: scratch with contact's 4 indexes"),
+    ("contact", None, "   raw COPY: contact itself (indexes + 4 FKs)"),
 )
 
 
@@ -348,19 +362,26 @@ def rows_as_csv(conn, queue_id: str) -> tuple[str, int]:
     return out.getvalue(), count
 
 
-def bench_copy(conn, table: str, like_options: str, label: str, rows_csv: str, rows: int) -> Figure:
+def copy_reset(cur, table: str, like_options: str | None) -> sql.Composed:
+    """Create the target if needed; return the statement that empties it of
+    what one run copied, so every run loads into the same state."""
+    target = sql.Identifier(table)
+    if like_options is not None:
+        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} " + like_options + ")").format(
+            target, sql.Identifier(Contact._meta.table_name)))
+        return sql.SQL("TRUNCATE {}").format(target)
+    # contact holds the campaigns already created: delete only the copies.
+    cur.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(target))
+    return sql.SQL("DELETE FROM {} WHERE id > {}").format(target, sql.Literal(cur.fetchone()[0]))
+
+
+def bench_copy(conn, table: str, like_options: str | None, label: str, rows_csv: str, rows: int) -> Figure:
     with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("CREATE TABLE {} (LIKE {} " + like_options + ")").format(
-                sql.Identifier(table), sql.Identifier(Contact._meta.table_name)
-            )
-        )
+        reset = copy_reset(cur, table, like_options)
         conn.commit()
         statement = copy_statement(table).as_string(conn)
         seconds = []
         for _ in range(RUNS):
-            cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
-            conn.commit()
             buffer = io.StringIO(rows_csv)
 
             def load() -> None:
@@ -369,10 +390,16 @@ def bench_copy(conn, table: str, like_options: str, label: str, rows_csv: str, r
                 conn.commit()
 
             seconds.append(timed(load)[0])
-    return Figure(label, statistics.median(seconds), items=rows)
+            cur.execute(reset)
+            conn.commit()
+    return Figure(label, tuple(seconds), items=rows)
 
 
 # --- d. where the service layer's time goes --------------------------------
+
+
+#: The one breakdown step that is in (a) but not in (b).
+JSON_DECODING_LABEL = "JSON decoding of the body (json.loads; in a, not b)"
 
 
 def bench_breakdown(tenant, contacts: list[dict]) -> list[Figure]:
@@ -393,17 +420,16 @@ def bench_breakdown(tenant, contacts: list[dict]) -> list[Figure]:
         billing_db.database.close()
 
     return [
-        Figure("JSON decoding of the body (json.loads; in a, not b)", median_of_runs(lambda: json.loads(payload))),
-        Figure("pydantic validation: parse(SendRequest, body)", median_of_runs(lambda: parse(SendRequest, body))),
-        Figure("ContactIn.model_dump(exclude_none=True) x each", median_of_runs(
-            lambda: [c.model_dump(exclude_none=True) for c in parsed.contacts])),
-        Figure("normalize_phone x each", median_of_runs(lambda: [normalize_phone(d["telefone"]) for d in dumped])),
-        Figure("template_variables x each (dates, R$)", median_of_runs(
-            lambda: [template_variables(d, today=today) for d in dumped])),
+        measure(JSON_DECODING_LABEL, lambda: json.loads(payload)),
+        measure("pydantic validation: parse(SendRequest, body)", lambda: parse(SendRequest, body)),
+        measure("ContactIn.model_dump(exclude_none=True) x each",
+                lambda: [c.model_dump(exclude_none=True) for c in parsed.contacts]),
+        measure("normalize_phone x each", lambda: [normalize_phone(d["telefone"]) for d in dumped]),
+        measure("template_variables x each (dates, R$)", lambda: [template_variables(d, today=today) for d in dumped]),
         # Round robin over the variations: the random picker spreads contacts
         # evenly, and every variation costs about the same to render.
-        Figure("Template.render x each (5 variations)", median_of_runs(
-            lambda: [templates[i % len(templates)].render(v) for i, v in enumerate(variables)])),
+        measure("Template.render x each (5 variations)",
+                lambda: [templates[i % len(templates)].render(v) for i, v in enumerate(variables)]),
     ]
 
 
@@ -420,25 +446,27 @@ def versions_line(pg_version: str) -> str:
 
 def print_report(*, pg_version: str, http: Figure, service: Figure, copies: list[Figure], parts: list[Figure]) -> None:
     ceiling = copies[0]
-    width = 56
+    width = 52
     print(f"Ingest benchmark: {CONTACTS:,} contacts in one request, median of {RUNS} runs")
     print(versions_line(pg_version))
     print()
-    print(f"{'':{width}} {'ms':>9} {'rows/s':>10} {'vs COPY':>8}")
+    print(f"{'':{width}} {'ms':>8} {'rows/s':>8} {'vs COPY':>8} {'spread':>7}")
     for figure in (http, service, *copies):
         ratio = figure.per_second / ceiling.per_second * 100
-        print(f"{figure.label:{width}} {figure.ms:9.1f} {figure.per_second:10,.0f} {ratio:7.1f}%")
+        print(f"{figure.label:{width}} {figure.ms:8.1f} {figure.per_second:8,.0f} {ratio:7.1f}% {figure.spread * 100:6.0f}%")
     print()
-    print(f"Where (b)'s time goes: each step alone, {CONTACTS:,} contacts")
-    print(f"{'':{width}} {'ms':>9} {'% of b':>10}")
-    in_service = [p for p in parts if "not b" not in p.label]
+    print(f"Where the time goes: each step alone, on the same {CONTACTS:,} contacts")
+    print(f"{'':{width}} {'ms':>8} {'% of b':>8}")
+    in_service = [p for p in parts if p.label != JSON_DECODING_LABEL]
     for figure in parts:
-        share = "" if figure not in in_service else f"{figure.seconds / service.seconds * 100:9.1f}%"
-        print(f"{figure.label:{width}} {figure.ms:9.1f} {share:>10}")
+        share = f"{figure.seconds / service.seconds * 100:7.1f}%" if figure in in_service else ""
+        print(f"{figure.label:{width}} {figure.ms:8.1f} {share:>8}")
     rest = service.seconds - sum(p.seconds for p in in_service)
-    print(f"{'rest of b: SQL, COPY buffer, COPY, commit (b - above)':{width}} {rest * 1000:9.1f} {rest / service.seconds * 100:9.1f}%")
-    shim = http.seconds - service.seconds
-    print(f"{'a - b: Flask, JSON decoding, auth, response':{width}} {shim * 1000:9.1f}")
+    print(f"{'rest of b: SQL, COPY buffer, COPY, commit':{width}} {rest * 1000:8.1f} {rest / service.seconds * 100:7.1f}%")
+    print(f"{'a - b: Flask, JSON decoding, auth, response':{width}} {(http.seconds - service.seconds) * 1000:8.1f}")
+    print()
+    print("vs COPY: rows/s as a share of the first COPY (the ceiling). spread: (slowest - fastest) / median")
+    print("of the runs; differences smaller than the spread are noise.")
 
 
 def main() -> None:
@@ -464,7 +492,7 @@ def main() -> None:
             conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
             try:
                 rows_csv, rows = rows_as_csv(conn, queue_id)
-                copies = [bench_copy(conn, table, like, label, rows_csv, rows) for table, like, label in SCRATCH_TABLES]
+                copies = [bench_copy(conn, table, like, label, rows_csv, rows) for table, like, label in COPY_TARGETS]
             finally:
                 conn.close()
             parts = bench_breakdown(setup.tenant, contacts)

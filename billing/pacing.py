@@ -49,16 +49,19 @@ def book_slots(instance_id: int, *, now: datetime, horizon: timedelta, limit: in
     return slots
 
 
-def estimate_minutes(tenant_id: int, contacts: int) -> int:
-    """Minutes the tenant's instances need to send ``contacts`` messages at their pace."""
-    rate = sum(
+def tenant_rate(tenant_id: int) -> float:
+    """Messages per minute the tenant's active instances send together."""
+    return sum(
         i.messages_per_minute
         for i in Instance.select(Instance.messages_per_minute).where(
             (Instance.tenant == tenant_id) & (Instance.is_active == True)  # noqa: E712
         )
     )
-    if contacts <= 0:
-        return 0
-    if rate <= 0:
+
+
+def estimate_minutes(tenant_id: int, contacts: int) -> int:
+    """Minutes the tenant's instances need to send ``contacts`` messages at their pace."""
+    rate = tenant_rate(tenant_id)
+    if contacts <= 0 or rate <= 0:
         return 0
     return max(1, math.ceil(contacts / rate))

@@ -13,7 +13,8 @@ from peewee import fn
 from billing.clock import as_utc_iso, utcnow
 from billing.db import write_transaction
 from billing.errors import Conflict, NotFound
-from billing.models import Contact, Instance, Queue
+from billing import pacing
+from billing.models import Contact, Queue
 from billing.states import ContactStatus, QueueStatus
 
 #: The window over which ``current_rate`` (messages per minute) is measured.
@@ -104,12 +105,7 @@ def _current_rate(queue_id, *, now) -> float:
 def _eta(queue: Queue, *, open_count: int, now) -> str | None:
     if queue.status in QueueStatus.FINAL or open_count == 0:
         return None
-    rate = sum(
-        i.messages_per_minute
-        for i in Instance.select(Instance.messages_per_minute).where(
-            (Instance.tenant == queue.tenant_id) & (Instance.is_active == True)  # noqa: E712
-        )
-    )
+    rate = pacing.tenant_rate(queue.tenant_id)
     if rate <= 0:
         return None
     start = max(now, queue.resume_at or now) if queue.status != QueueStatus.PROCESSING else now
