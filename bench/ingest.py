@@ -11,7 +11,8 @@ a. the whole HTTP request through the Flask app (test client: no socket, but
    response are all included);
 b. ``billing.campaigns.create_campaign`` called with the already parsed dict:
    the service layer alone, so (a) - (b) is the web shim and JSON parsing;
-c. a raw COPY of the very rows (a) wrote, from a CSV buffer prepared before
+c. a raw COPY of the very rows a send request wrote (the untimed warm-up
+   request, same path and contacts as (a)), from a CSV buffer prepared before
    timing, with the same COPY statement the ingest runs (commit included).
    No Python work per row: the ceiling the ingest is compared with is the
    COPY into a scratch table ``LIKE contact INCLUDING DEFAULTS`` (no indexes,
@@ -25,8 +26,11 @@ d. the CPU-bound steps inside (b), each measured alone on the same contacts,
 
 Everything runs on a database created for this run and dropped after it, on
 the PostgreSQL server named by BENCH_POSTGRES_URL. Each figure is the median of
-RUNS runs; every run creates a new campaign (a new external_id), so all runs
-see the same kind of tables: the same database, growing by one campaign each.
+RUNS runs. The runs are interleaved: round 1 times every step once, then round
+2, and so on, so a burst of load from another process on a shared machine
+lands on all figures alike instead of on whichever step ran at the time. Every
+run of (a) and (b) creates a new campaign (a new external_id) in the same
+database, which grows by one campaign each.
 
 Run: ``make bench`` (or ``.venv/bin/python -m bench.ingest``).
 """
@@ -40,7 +44,6 @@ import os
 import platform
 import random
 import statistics
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -70,10 +73,6 @@ CONTACTS = 10_000
 #: Runs per figure; the median is printed, so one slow run (a checkpoint, a
 #: noisy neighbour) does not move it.
 RUNS = 3
-#: Contacts in the untimed first request. The first request of a process pays
-#: one-off costs (phonenumbers loads its metadata, templates compile, the pool
-#: opens its connection) that no later request pays.
-WARMUP_CONTACTS = 100
 
 #: The server the scratch database is created on.
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -109,6 +108,15 @@ LAST_NAMES = (
 )
 #: Overdue bills are 1 to this many days late.
 MAX_DAYS_OVERDUE = 90
+
+
+@dataclass(frozen=True)
+class Step:
+    """Something to time once per round: ``run(round)`` returns its seconds."""
+
+    label: str
+    run: Callable[[int], float]
+    items: int = CONTACTS
 
 
 @dataclass(frozen=True)
@@ -223,9 +231,18 @@ def timed(fn: Callable, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def measure(label: str, fn: Callable[[], object]) -> Figure:
-    """Time ``fn`` RUNS times (for steps that need nothing new per run)."""
-    return Figure(label, tuple(timed(fn)[0] for _ in range(RUNS)))
+def seconds_of(fn: Callable[[], object]) -> Callable[[int], float]:
+    """A step's ``run`` for work that needs nothing new per round."""
+    return lambda _round: timed(fn)[0]
+
+
+def run_rounds(steps: list[Step]) -> dict[str, Figure]:
+    """Time every step once per round, RUNS rounds; figures by label."""
+    durations: dict[str, list[float]] = {step.label: [] for step in steps}
+    for round_ in range(RUNS):
+        for step in steps:
+            durations[step.label].append(step.run(round_))
+    return {step.label: Figure(step.label, tuple(durations[step.label]), step.items) for step in steps}
 
 
 # --- the database ----------------------------------------------------------
@@ -246,7 +263,7 @@ def admin_connection(server_url: str):
         conn = psycopg2.connect(server_url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
     except psycopg2.OperationalError as exc:
         reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), "connection failed")
-        raise SystemExit(f"bench.ingest: PostgreSQL is not reachable at {redact(server_url)}: {reason}") from None
+        raise SystemExit(f"bench.ingest: cannot connect to PostgreSQL at {redact(server_url)}: {reason}") from None
     conn.autocommit = True
     return conn
 
@@ -260,9 +277,10 @@ def scratch_database(admin, server_url: str) -> Iterator[str]:
     try:
         yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
     finally:
-        bound = billing_db.database.obj
-        if bound is not None:
-            bound.close_all()
+        # Give back billing's pooled connections before dropping.
+        close_all = getattr(billing_db.database.obj, "close_all", None)
+        if close_all is not None:
+            close_all()
         with admin.cursor() as cur:
             # A connection left open (ours after an error, a psql someone
             # opened) would make DROP DATABASE fail.
@@ -281,6 +299,8 @@ def server_version(admin) -> str:
 
 # --- a. the HTTP request ---------------------------------------------------
 
+HTTP_LABEL = f"a. HTTP POST send/{TEMPLATE_TYPE} (Flask test client)"
+
 
 def post_send(client, api_key: str, payload: bytes, *, expected: int) -> dict:
     """POST a send request; return its JSON, or fail unless ``expected`` contacts were accepted."""
@@ -293,34 +313,32 @@ def post_send(client, api_key: str, payload: bytes, *, expected: int) -> dict:
     return reply
 
 
-def bench_http(client, api_key: str, contacts: list[dict]) -> tuple[Figure, str]:
-    """Median duration of the whole request; also a queue id it created."""
-    seconds, queue_id = [], ""
-    for run in range(RUNS):
-        payload = encode(send_body(contacts, f"bench-http-{run}"))
-        duration, reply = timed(post_send, client, api_key, payload, expected=len(contacts))
-        seconds.append(duration)
-        queue_id = reply["queue_id"]
-    return Figure(f"a. HTTP POST send/{TEMPLATE_TYPE} (Flask test client)", tuple(seconds)), queue_id
+def http_step(client, api_key: str, contacts: list[dict]) -> Step:
+    def run(round_: int) -> float:
+        payload = encode(send_body(contacts, f"bench-http-{round_}"))
+        return timed(post_send, client, api_key, payload, expected=len(contacts))[0]
+
+    return Step(HTTP_LABEL, run)
 
 
 # --- b. the service layer --------------------------------------------------
 
+SERVICE_LABEL = "b. create_campaign (service layer, parsed dict)"
 
-def bench_service(tenant, contacts: list[dict], max_contacts: int) -> Figure:
-    seconds = []
-    for run in range(RUNS):
+
+def service_step(tenant, contacts: list[dict], max_contacts: int) -> Step:
+    def run(round_: int) -> float:
         # Parsed from the same bytes the HTTP request sends, outside the timing.
-        request = json.loads(encode(send_body(contacts, f"bench-service-{run}")))
+        request = json.loads(encode(send_body(contacts, f"bench-service-{round_}")))
         billing_db.database.connect(reuse_if_open=True)
         try:
-            duration, _ = timed(
+            return timed(
                 create_campaign, tenant, template_type=TEMPLATE_TYPE, request=request, max_contacts=max_contacts
-            )
+            )[0]
         finally:
             billing_db.database.close()
-        seconds.append(duration)
-    return Figure("b. create_campaign (service layer, parsed dict)", tuple(seconds))
+
+    return Step(SERVICE_LABEL, run)
 
 
 # --- c. the raw COPY ceiling -----------------------------------------------
@@ -362,50 +380,53 @@ def rows_as_csv(conn, queue_id: str) -> tuple[str, int]:
     return out.getvalue(), count
 
 
-def copy_reset(cur, table: str, like_options: str | None) -> sql.Composed:
+def copy_reset(conn, table: str, like_options: str | None) -> str:
     """Create the target if needed; return the statement that empties it of
     what one run copied, so every run loads into the same state."""
     target = sql.Identifier(table)
-    if like_options is not None:
-        cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} " + like_options + ")").format(
-            target, sql.Identifier(Contact._meta.table_name)))
-        return sql.SQL("TRUNCATE {}").format(target)
-    # contact holds the campaigns already created: delete only the copies.
-    cur.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(target))
-    return sql.SQL("DELETE FROM {} WHERE id > {}").format(target, sql.Literal(cur.fetchone()[0]))
-
-
-def bench_copy(conn, table: str, like_options: str | None, label: str, rows_csv: str, rows: int) -> Figure:
     with conn.cursor() as cur:
-        reset = copy_reset(cur, table, like_options)
+        if like_options is not None:
+            cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} " + like_options + ")").format(
+                target, sql.Identifier(Contact._meta.table_name)))
+            reset = sql.SQL("TRUNCATE {}").format(target)
+        else:
+            # contact holds the campaigns created so far: delete only the copies.
+            cur.execute(sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(target))
+            reset = sql.SQL("DELETE FROM {} WHERE id > {}").format(target, sql.Literal(cur.fetchone()[0]))
+    conn.commit()
+    return reset.as_string(conn)
+
+
+def copy_step(conn, table: str, like_options: str | None, label: str, rows_csv: str, rows: int) -> Step:
+    reset = copy_reset(conn, table, like_options)
+    statement = copy_statement(table).as_string(conn)
+
+    def load(buffer: io.StringIO) -> None:
+        with conn.cursor() as cur:
+            cur.copy_expert(statement, buffer)
+        # Commit included: the ingest's figure includes its commit too.
         conn.commit()
-        statement = copy_statement(table).as_string(conn)
-        seconds = []
-        for _ in range(RUNS):
-            buffer = io.StringIO(rows_csv)
 
-            def load() -> None:
-                # Commit included: the ingest's figure includes its commit too.
-                cur.copy_expert(statement, buffer)
-                conn.commit()
-
-            seconds.append(timed(load)[0])
+    def run(_round: int) -> float:
+        seconds = timed(load, io.StringIO(rows_csv))[0]
+        with conn.cursor() as cur:
             cur.execute(reset)
-            conn.commit()
-    return Figure(label, tuple(seconds), items=rows)
+        conn.commit()
+        return seconds
+
+    return Step(label, run, items=rows)
 
 
 # --- d. where the service layer's time goes --------------------------------
-
 
 #: The one breakdown step that is in (a) but not in (b).
 JSON_DECODING_LABEL = "JSON decoding of the body (json.loads; in a, not b)"
 
 
-def bench_breakdown(tenant, contacts: list[dict]) -> list[Figure]:
+def breakdown_steps(tenant, contacts: list[dict]) -> list[Step]:
     """Each CPU-bound step of create_campaign alone, on the same contacts.
 
-    Every step gets the previous step's output, computed outside its timing.
+    Every step gets the previous step's output, computed here, untimed.
     """
     payload = encode(send_body(contacts, "bench-breakdown"))
     body = json.loads(payload)
@@ -420,16 +441,17 @@ def bench_breakdown(tenant, contacts: list[dict]) -> list[Figure]:
         billing_db.database.close()
 
     return [
-        measure(JSON_DECODING_LABEL, lambda: json.loads(payload)),
-        measure("pydantic validation: parse(SendRequest, body)", lambda: parse(SendRequest, body)),
-        measure("ContactIn.model_dump(exclude_none=True) x each",
-                lambda: [c.model_dump(exclude_none=True) for c in parsed.contacts]),
-        measure("normalize_phone x each", lambda: [normalize_phone(d["telefone"]) for d in dumped]),
-        measure("template_variables x each (dates, R$)", lambda: [template_variables(d, today=today) for d in dumped]),
+        Step(JSON_DECODING_LABEL, seconds_of(lambda: json.loads(payload))),
+        Step("pydantic validation: parse(SendRequest, body)", seconds_of(lambda: parse(SendRequest, body))),
+        Step("ContactIn.model_dump(exclude_none=True) x each",
+             seconds_of(lambda: [c.model_dump(exclude_none=True) for c in parsed.contacts])),
+        Step("normalize_phone x each", seconds_of(lambda: [normalize_phone(d["telefone"]) for d in dumped])),
+        Step("template_variables x each (dates, R$)",
+             seconds_of(lambda: [template_variables(d, today=today) for d in dumped])),
         # Round robin over the variations: the random picker spreads contacts
         # evenly, and every variation costs about the same to render.
-        measure("Template.render x each (5 variations)",
-                lambda: [templates[i % len(templates)].render(v) for i, v in enumerate(variables)]),
+        Step("Template.render x each (5 variations)",
+             seconds_of(lambda: [templates[i % len(templates)].render(v) for i, v in enumerate(variables)])),
     ]
 
 
@@ -444,10 +466,13 @@ def versions_line(pg_version: str) -> str:
     )
 
 
-def print_report(*, pg_version: str, http: Figure, service: Figure, copies: list[Figure], parts: list[Figure]) -> None:
+def print_report(*, pg_version: str, figures: dict[str, Figure], copy_labels: list[str], part_labels: list[str]) -> None:
+    http, service = figures[HTTP_LABEL], figures[SERVICE_LABEL]
+    copies = [figures[label] for label in copy_labels]
+    parts = [figures[label] for label in part_labels]
     ceiling = copies[0]
     width = 52
-    print(f"Ingest benchmark: {CONTACTS:,} contacts in one request, median of {RUNS} runs")
+    print(f"Ingest benchmark: {CONTACTS:,} contacts in one request, median of {RUNS} interleaved runs")
     print(versions_line(pg_version))
     print()
     print(f"{'':{width}} {'ms':>8} {'rows/s':>8} {'vs COPY':>8} {'spread':>7}")
@@ -456,17 +481,17 @@ def print_report(*, pg_version: str, http: Figure, service: Figure, copies: list
         print(f"{figure.label:{width}} {figure.ms:8.1f} {figure.per_second:8,.0f} {ratio:7.1f}% {figure.spread * 100:6.0f}%")
     print()
     print(f"Where the time goes: each step alone, on the same {CONTACTS:,} contacts")
-    print(f"{'':{width}} {'ms':>8} {'% of b':>8}")
+    print(f"{'':{width}} {'ms':>8} {'% of b':>8} {'spread':>7}")
     in_service = [p for p in parts if p.label != JSON_DECODING_LABEL]
     for figure in parts:
         share = f"{figure.seconds / service.seconds * 100:7.1f}%" if figure in in_service else ""
-        print(f"{figure.label:{width}} {figure.ms:8.1f} {share:>8}")
+        print(f"{figure.label:{width}} {figure.ms:8.1f} {share:>8} {figure.spread * 100:6.0f}%")
     rest = service.seconds - sum(p.seconds for p in in_service)
     print(f"{'rest of b: SQL, COPY buffer, COPY, commit':{width}} {rest * 1000:8.1f} {rest / service.seconds * 100:7.1f}%")
     print(f"{'a - b: Flask, JSON decoding, auth, response':{width}} {(http.seconds - service.seconds) * 1000:8.1f}")
     print()
     print("vs COPY: rows/s as a share of the first COPY (the ceiling). spread: (slowest - fastest) / median")
-    print("of the runs; differences smaller than the spread are noise.")
+    print("of the runs; a difference smaller than the spread is noise.")
 
 
 def main() -> None:
@@ -483,22 +508,35 @@ def main() -> None:
             settings = Settings(database_url=url)
             # No broker: the queue's first dispatch is not part of the ingest.
             client = create_app(settings, start_queue=lambda queue_id: None).test_client()
-            rng = random.Random(SEED)
-            contacts = build_contacts(CONTACTS, today=today_in(setup.tenant.timezone), rng=rng)
-            post_send(client, setup.api_key, encode(send_body(contacts[:WARMUP_CONTACTS], "bench-warmup")), expected=WARMUP_CONTACTS)
+            contacts = build_contacts(CONTACTS, today=today_in(setup.tenant.timezone), rng=random.Random(SEED))
+            # An untimed full request first: the first request of a process
+            # pays one-off costs (phonenumbers loads its metadata, templates
+            # compile, the pool opens its connection), and its rows are the
+            # ones the raw COPY loads.
+            warmup = post_send(client, setup.api_key, encode(send_body(contacts, "bench-warmup")), expected=CONTACTS)
 
-            http, queue_id = bench_http(client, setup.api_key, contacts)
-            service = bench_service(setup.tenant, contacts, settings.max_contacts_per_request)
             conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
             try:
-                rows_csv, rows = rows_as_csv(conn, queue_id)
-                copies = [bench_copy(conn, table, like, label, rows_csv, rows) for table, like, label in COPY_TARGETS]
+                rows_csv, rows = rows_as_csv(conn, warmup["queue_id"])
+                copies = [copy_step(conn, table, like, label, rows_csv, rows) for table, like, label in COPY_TARGETS]
+                parts = breakdown_steps(setup.tenant, contacts)
+                steps = [
+                    http_step(client, setup.api_key, contacts),
+                    service_step(setup.tenant, contacts, settings.max_contacts_per_request),
+                    *copies,
+                    *parts,
+                ]
+                figures = run_rounds(steps)
             finally:
                 conn.close()
-            parts = bench_breakdown(setup.tenant, contacts)
     finally:
         admin.close()
-    print_report(pg_version=pg_version, http=http, service=service, copies=copies, parts=parts)
+    print_report(
+        pg_version=pg_version,
+        figures=figures,
+        copy_labels=[step.label for step in copies],
+        part_labels=[step.label for step in parts],
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def postgres_database():
     try:
         admin = _admin_connection()
     except psycopg2.OperationalError as exc:
-        service_missing("PostgreSQL", f"{POSTGRES_URL}: {str(exc).strip()}")
+        service_missing("PostgreSQL", f"{POSTGRES_URL}: {' '.join(str(exc).split())}")
     name = f"billing_test_{uuid.uuid4().hex[:10]}"
     with admin.cursor() as cur:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

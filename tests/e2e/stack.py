@@ -97,10 +97,13 @@ class Stack:
             raise AssertionError(f"python failed ({result.returncode}): {result.stderr}")
         return result
 
+    def outbox(self) -> list[dict]:
+        """The sandbox gateway's messages, read through ``billing outbox --json``."""
+        return [json.loads(line) for line in self.cli("outbox", "--json").stdout.splitlines() if line.strip()]
+
     def outbox_counts(self) -> collections.Counter:
         """How many sandbox messages each contact id got."""
-        lines = self.cli("outbox", "--json").stdout.splitlines()
-        return collections.Counter(json.loads(line)["contact_id"] for line in lines if line.strip())
+        return collections.Counter(message["contact_id"] for message in self.outbox())
 
     # --- processes -----------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> None:
@@ -154,9 +157,19 @@ class Stack:
         self.processes.clear()
 
     # --- API -------------------------------------------------------------
-    def post(self, path: str, body: dict, *, key: str) -> requests.Response:
+    def post(self, path: str, body: dict, *, key: str, headers: dict | None = None) -> requests.Response:
         return self.session.post(f"{self.base_url}/api/v1/billing/{path}", json=body,
-                                 headers={"X-Billing-API-Key": key}, timeout=60)
+                                 headers={"X-Billing-API-Key": key, **(headers or {})}, timeout=60)
+
+    def worker_log_lines(self) -> list[dict]:
+        """JSON log lines of the processes that run actors."""
+        names = ["run"] if self.kind == "embedded" else [n for n in self.processes if n.startswith("worker")]
+        lines = []
+        for name in names:
+            for line in (self.workdir / f"{name}.log").read_text().splitlines():
+                if line.startswith("{"):
+                    lines.append(json.loads(line))
+        return lines
 
     def get(self, path: str, *, key: str) -> requests.Response:
         return self.session.get(f"{self.base_url}/api/v1/billing/{path}", headers={"X-Billing-API-Key": key}, timeout=30)

@@ -91,3 +91,16 @@ def test_cancel_ends_the_queue(stack):
     assert final["contacts_sent"] == settled["contacts_sent"] < 60
     assert final["contacts_sent"] + final["contacts_cancelled"] == 60
     assert final["status"] == "cancelled" and final["contacts_pending"] == 0
+
+
+def test_request_id_and_tenant_reach_the_actors_logs(stack):
+    key = stack.create_tenant(f"logs{next(_tenants)}", messages_per_minute=60_000)
+    request_id = f"e2e-{stack.kind}-{time.monotonic_ns()}"
+    created = stack.post("send/overdue", {"external_id": "log-1", "contacts": _contacts(2)}, key=key,
+                         headers={"X-Request-ID": request_id}).json()
+    stack.wait_for(created["queue_id"], key=key)
+    time.sleep(0.5)  # let the log lines reach the file
+    sends = [line for line in stack.worker_log_lines() if line.get("request_id") == request_id and line.get("event") == "send"]
+    assert len(sends) == 2
+    assert {line["queue_id"] for line in sends} == {created["queue_id"]}
+    assert all(line["tenant"].startswith("logs") and line["actor"] == "send_contact" for line in sends)

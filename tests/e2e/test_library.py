@@ -35,5 +35,8 @@ def test_another_service_creates_and_enqueues_without_http(stack):
     listing = stack.get(f"campaign/{created['campaign_id']}/contacts", key=key).json()["results"]
     # the mobile given without its 9 is normalized with it
     assert [c["telefone"] for c in listing] == ["+5511988880001", "+5511988880002"]
-    counts = stack.outbox_counts()
-    assert [counts[c["id"]] for c in listing] == [1, 1]
+    outbox = {m["contact_id"]: m for m in stack.outbox() if m["tenant"] == "library"}
+    assert sorted(outbox) == sorted(c["id"] for c in listing)
+    maria = outbox[listing[0]["id"]]
+    assert maria["phone"] == "+5511988880001" and "Maria" in maria["text"] and "R$ 89,90" in maria["text"]
+    assert maria["sent_at"].endswith("Z") and maria["provider_message_id"]
