@@ -38,3 +38,5 @@ def configure_logging(*, log_format: str = "", level: str = "INFO") -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     # pika logs every connection hiccup at INFO/WARNING; Dramatiq reports what matters.
     logging.getLogger("pika").setLevel(logging.ERROR)
+    # APScheduler logs every job run at INFO; our jobs log what they did.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

@@ -3,6 +3,7 @@ scheduler thread and the HTTP server, in one process with nothing to install."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -79,6 +80,6 @@ def _print_banner(*, base_url: str, demo: bootstrap.Demo, settings: Settings) ->
         f"Demo API key (new at every start): {demo.api_key}\n\n"
         f"Send a reminder:\n\n{bootstrap.demo_curl(base_url=base_url, api_key=demo.api_key, external_id=external_id)}\n\n"
         "Then follow it: the answer's queue_id with GET /api/v1/billing/queue/<queue_id>/status,\n"
-        "and see what was 'sent' with: billing outbox   (Ctrl-C stops)\n",
+        f"and see what was 'sent' with: {sys.argv[0]} outbox   (Ctrl-C stops)\n",
         err=False,
     )
