@@ -1,8 +1,23 @@
-"""What every WhatsApp gateway adapter offers, and how it reports failure."""
+"""What every WhatsApp gateway adapter offers, and how it reports failure.
+
+Adapters translate one gateway's HTTP API and webhooks into these types, so
+the rest of billing/ never sees a gateway's own shapes.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Mapping, Protocol, Union
+
+#: Connection states every adapter reports (gateways' own words are mapped).
+CONNECTED = "connected"
+CONNECTING = "connecting"
+DOWN = "down"
+
+#: Message states an ack may report, in the order a message moves through them.
+ACK_SENT = "sent"
+ACK_DELIVERED = "delivered"
+ACK_READ = "read"
+ACK_FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -18,6 +33,55 @@ class SendResult:
     chat_id: str = ""
 
 
+@dataclass(frozen=True)
+class NumberCheck:
+    """Whether a phone has a WhatsApp account, and the chat id to send to.
+
+    Parameters:
+      exists: False means sending would silently go nowhere (permanent).
+      chat_id: the JID (Evolution ``...@s.whatsapp.net``) or chatId (WAHA
+        ``...@c.us``) the gateway resolved; may lack a Brazilian mobile's 9.
+    """
+
+    exists: bool
+    chat_id: str = ""
+
+
+@dataclass(frozen=True)
+class AckEvent:
+    """A message's delivery state changed (``ACK_*``)."""
+
+    provider_message_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A customer wrote to us.
+
+    Parameters:
+      provider_message_id: the gateway's id of the inbound message (dedupe key).
+      chat_id: the sender's chat id as the gateway gives it.
+      phone: the sender's phone in E.164 when it can be derived, else "".
+      text: the message text ("" for media without caption).
+    """
+
+    provider_message_id: str
+    chat_id: str
+    phone: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ConnectionEvent:
+    """The instance's connection changed (``CONNECTED``, ``CONNECTING``, ``DOWN``)."""
+
+    state: str
+
+
+WebhookEvent = Union[AckEvent, InboundMessage, ConnectionEvent]
+
+
 class GatewayError(Exception):
     """A send or call that did not work.
 
@@ -25,12 +89,15 @@ class GatewayError(Exception):
       reason: one readable sentence (stored as the contact's reason).
       transient: True when trying again later may work (timeouts, 5xx, 429,
         instance down); False when it never will (number not on WhatsApp, 4xx).
+      instance_down: True when the failure says the instance itself is not
+        connected (its queues should pause rather than burn attempts).
     """
 
-    def __init__(self, reason: str, *, transient: bool) -> None:
+    def __init__(self, reason: str, *, transient: bool, instance_down: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
+        self.instance_down = instance_down
 
 
 class Gateway(Protocol):
@@ -38,4 +105,10 @@ class Gateway(Protocol):
         """Send ``text`` to ``chat_id`` if known, else to the E.164 ``phone``."""
 
     def connection_state(self) -> str:
-        """``connected``, ``connecting`` or ``down``."""
+        """``CONNECTED``, ``CONNECTING`` or ``DOWN``."""
+
+    def check_number(self, phone: str) -> NumberCheck:
+        """Ask the gateway whether the E.164 ``phone`` is on WhatsApp."""
+
+    def parse_webhook(self, body: Mapping) -> list[WebhookEvent]:
+        """The events one webhook body carries (unknown events give [])."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from billing.models import Instance, SandboxMessage
-from billing.providers.base import SendResult
+from billing.providers.base import CONNECTED, NumberCheck, SendResult
 
 #: Provider message ids look like WhatsApp's, so the rest of the flow (acks,
 #: replies) is exercised the same way.
@@ -29,4 +29,10 @@ class SandboxGateway:
         return SendResult(provider_message_id=message_id, chat_id=chat_id or f"{phone.lstrip('+')}@s.whatsapp.net")
 
     def connection_state(self) -> str:
-        return "connected"
+        return CONNECTED
+
+    def check_number(self, phone: str) -> NumberCheck:
+        return NumberCheck(exists=True, chat_id=f"{phone.lstrip('+')}@s.whatsapp.net")
+
+    def parse_webhook(self, body) -> list:
+        return []
