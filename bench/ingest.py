@@ -57,7 +57,7 @@ from psycopg2 import sql
 
 from billing import db as billing_db
 from billing import migrations
-from billing.campaigns import INSERT_FIELDS, NOT_NULL_TEXT_COLUMNS, create_campaign, template_variables
+from billing.campaigns import INSERT_FIELDS, create_campaign, template_variables
 from billing.config import Settings
 from billing.duedates import today_in
 from billing.models import Contact
@@ -358,18 +358,15 @@ def copy_columns() -> sql.Composed:
 
 
 def copy_statement(table: str) -> sql.Composed:
-    """The ingest's own COPY statement (same columns and options), into ``table``."""
-    not_null = sql.SQL(", ").join(sql.Identifier(c) for c in NOT_NULL_TEXT_COLUMNS)
-    return sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL ({}))").format(
-        sql.Identifier(table), copy_columns(), not_null
-    )
+    """The ingest's own COPY statement (same columns, text format), into ``table``."""
+    return sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table), copy_columns())
 
 
 def rows_as_csv(conn, queue_id: str) -> tuple[str, int]:
-    """The columns the ingest loads, of every contact of one queue, as CSV;
-    and how many rows that is (messages hold newlines, so lines do not tell)."""
+    """The columns the ingest loads, of every contact of one queue, in COPY's
+    text format (what the ingest writes); and how many rows that is."""
     table = sql.Identifier(Contact._meta.table_name)
-    query = sql.SQL("COPY (SELECT {} FROM {} WHERE queue_id = {} ORDER BY position) TO STDOUT WITH (FORMAT csv)").format(
+    query = sql.SQL("COPY (SELECT {} FROM {} WHERE queue_id = {} ORDER BY position) TO STDOUT").format(
         copy_columns(), table, sql.Literal(queue_id)
     )
     out = io.StringIO()

@@ -34,8 +34,10 @@ def test_creates_campaign_queue_and_contacts_in_one_go(db):
     first = rows[0]
     assert first.phone == phones(1)[0]
     assert "João Silva" in first.message and "R$ 150,00" in first.message and "15/01/2025" in first.message
-    assert first.variables["dias_atraso"] == 5
-    assert first.variables["status_vencimento"] == "vencido"
+    assert "há 5 dia(s)" in first.message  # dias_atraso, "today" being 2025-01-20
+    # the caller's fields are stored as given; computed ones are derived again
+    assert first.variables == {"telefone": good[0]["telefone"], "nome_cliente": "João Silva",
+                               "valor": 150.0, "data_vencimento": "2025-01-15", "numero_fatura": "F0"}
     assert first.variation_id is not None
     # sequential strategy: five contacts, five variations, each used once
     assert sorted(v.times_used for v in Variation.select().join_from(Variation, Campaign, on=(Variation.template == Campaign.template)).where(Campaign.id == created.campaign_id)) == [1, 1, 1, 1, 1]
@@ -78,6 +80,16 @@ def test_invalid_date_rejects_only_that_contact(db):
     )
     assert created.total_contacts == 1
     assert created.rejected[0].index == 0 and "31/02/2025" in created.rejected[0].reason
+
+
+def test_an_amount_that_is_not_a_number_rejects_the_contact(db):
+    setup = make_tenant()
+    created = campaigns.create_campaign(
+        setup.tenant, template_type="overdue",
+        request={"external_id": "nan", "contacts": [contact(phones(1)[0], valor=float("nan")), contact(phones(1, start=1)[0])]},
+    )
+    assert created.total_contacts == 1 and created.rejected[0].index == 0
+    assert "valor" in created.rejected[0].reason or "amount" in created.rejected[0].reason
 
 
 def test_nothing_sendable_is_an_error_and_stores_nothing(db):
