@@ -39,7 +39,9 @@ def ensure_demo() -> Demo:
         tenant = Tenant.get_or_none(Tenant.name == DEMO_TENANT)
         created = tenant is None
         if created:
-            tenant = tenants.create_tenant(DEMO_TENANT)
+            # Open at all hours so the demo works whenever it is tried; real
+            # tenants start with business hours and Brazilian holidays.
+            tenant = tenants.create_tenant(DEMO_TENANT, business_hours="always", holidays="none")
             tenant.settings = {"demo": True}
             tenant.save()
             install_default_templates(tenant)

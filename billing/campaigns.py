@@ -13,7 +13,7 @@ from datetime import datetime
 
 import peewee
 
-from billing import pacing
+from billing import pacing, windows
 from billing.clock import utcnow
 from billing.db import database, is_postgres, write_transaction
 from billing.duedates import InvalidDate, due_variables, parse_date, today_in
@@ -188,8 +188,18 @@ def create_campaign(
         queue_id=str(queue.id),
         total_contacts=accepted,
         rejected=rejected,
-        estimated_duration_minutes=pacing.estimate_minutes(tenant.id, accepted),
+        estimated_duration_minutes=estimate_minutes(tenant, template_type, contacts=accepted, now=now),
     )
+
+
+def estimate_minutes(tenant: Tenant, template_type: str, *, contacts: int, now: datetime) -> int | None:
+    """Minutes until ``contacts`` messages are sent at the tenant's pace, closed
+    hours and holidays included (None: the calendar never opens)."""
+    seconds = pacing.sending_seconds(tenant.id, contacts)
+    finish = windows.finish_time(tenant, template_type, seconds=seconds, now=now)
+    if finish is None:
+        return None
+    return pacing.minutes((finish - now).total_seconds())
 
 
 def _raise_if_duplicate(tenant: Tenant, external_id: str) -> None:

@@ -25,6 +25,12 @@ DEFAULT_DISPATCH_BATCH_SIZE = 500
 #: How often (seconds) the scheduler looks for work the broker lost.
 DEFAULT_RECOVERY_INTERVAL_SECONDS = 30
 
+#: How often (seconds) the scheduler asks each instance's gateway for its state.
+DEFAULT_HEALTH_INTERVAL_SECONDS = 30
+
+#: A send claimed longer ago than this (seconds) belongs to a dead worker.
+DEFAULT_CLAIM_TIMEOUT_SECONDS = 300
+
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
@@ -51,6 +57,8 @@ class Settings:
       dispatch_horizon_seconds: how far ahead dispatch books slots.
       dispatch_batch_size: contacts one dispatch pass books at most.
       recovery_interval_seconds: how often the scheduler recovers lost work.
+      health_interval_seconds: how often instances' gateways are asked their state.
+      claim_timeout_seconds: age after which a send claim is taken as dead.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -64,6 +72,8 @@ class Settings:
     dispatch_horizon_seconds: int = DEFAULT_DISPATCH_HORIZON_SECONDS
     dispatch_batch_size: int = DEFAULT_DISPATCH_BATCH_SIZE
     recovery_interval_seconds: int = DEFAULT_RECOVERY_INTERVAL_SECONDS
+    health_interval_seconds: int = DEFAULT_HEALTH_INTERVAL_SECONDS
+    claim_timeout_seconds: int = DEFAULT_CLAIM_TIMEOUT_SECONDS
 
     @property
     def embedded_broker(self) -> bool:
@@ -88,4 +98,6 @@ class Settings:
             ),
             dispatch_batch_size=_env_int("DISPATCH_BATCH_SIZE", DEFAULT_DISPATCH_BATCH_SIZE),
             recovery_interval_seconds=_env_int("RECOVERY_INTERVAL_SECONDS", DEFAULT_RECOVERY_INTERVAL_SECONDS),
+            health_interval_seconds=_env_int("HEALTH_INTERVAL_SECONDS", DEFAULT_HEALTH_INTERVAL_SECONDS),
+            claim_timeout_seconds=_env_int("CLAIM_TIMEOUT_SECONDS", DEFAULT_CLAIM_TIMEOUT_SECONDS),
         )

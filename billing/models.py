@@ -23,6 +23,12 @@ DEFAULT_MAX_ATTEMPTS = 3
 #: Default tenant time zone.
 DEFAULT_TIMEZONE = "America/Sao_Paulo"
 
+#: Default weekly hours in which charges (overdue, upcoming) may be sent.
+DEFAULT_BUSINESS_HOURS = "mon-fri 08:00-18:00, sat 08:00-12:00"
+
+#: Default holiday calendar (Brazilian national holidays).
+DEFAULT_HOLIDAYS = "BR"
+
 
 class JSONField(peewee.TextField):
     """JSON kept as text, so SQLite and PostgreSQL store it the same way."""
@@ -48,6 +54,16 @@ class Tenant(BaseModel):
     name = peewee.CharField(max_length=120, unique=True)
     timezone = peewee.CharField(max_length=64, default=DEFAULT_TIMEZONE)
     max_attempts = peewee.IntegerField(default=DEFAULT_MAX_ATTEMPTS)
+    business_hours = peewee.CharField(max_length=500, default=DEFAULT_BUSINESS_HOURS)
+    holidays = peewee.CharField(max_length=20, default=DEFAULT_HOLIDAYS)
+    #: Tenant-specific closed dates (ISO strings).
+    extra_holidays = JSONField(default=list)
+    #: Read business hours in each recipient's own zone (from the phone's DDD).
+    recipient_timezone = peewee.BooleanField(default=False)
+    #: Messages per local day across all instances; 0 means no cap.
+    daily_cap = peewee.IntegerField(default=0)
+    day_key = peewee.CharField(max_length=10, default="")
+    day_count = peewee.IntegerField(default=0)
     settings = JSONField(default=dict)
     created_at = peewee.DateTimeField(default=utcnow)
 
@@ -101,7 +117,21 @@ class Instance(BaseModel):
     token = peewee.CharField(max_length=500, default="")
     options = JSONField(default=dict)
     messages_per_minute = peewee.FloatField(default=DEFAULT_MESSAGES_PER_MINUTE)
+    #: Bounds of the random gap between two sends (seconds); None: derived
+    #: from messages_per_minute (see billing.pacing).
+    min_interval = peewee.FloatField(null=True)
+    max_interval = peewee.FloatField(null=True)
+    #: A longer rest of rest_seconds after every rest_every messages (0: never).
+    rest_every = peewee.IntegerField(default=0)
+    rest_seconds = peewee.FloatField(default=0)
+    #: Messages per local day; 0 means no cap.
+    daily_cap = peewee.IntegerField(default=0)
+    #: Days over which a new number's daily cap ramps up; 0 means no ramp.
+    warmup_days = peewee.IntegerField(default=0)
     next_slot_at = peewee.DateTimeField(null=True)
+    sends_since_rest = peewee.IntegerField(default=0)
+    day_key = peewee.CharField(max_length=10, default="")
+    day_count = peewee.IntegerField(default=0)
     health = peewee.CharField(max_length=20, default="unknown")
     health_checked_at = peewee.DateTimeField(null=True)
     is_active = peewee.BooleanField(default=True)
@@ -132,6 +162,9 @@ class Queue(BaseModel):
     campaign = peewee.ForeignKeyField(Campaign, backref="queues", unique=True, on_delete="CASCADE")
     tenant = peewee.ForeignKeyField(Tenant, on_delete="CASCADE")
     status = peewee.CharField(max_length=20, default=QueueStatus.PENDING, index=True)
+    #: Who paused it: "manual" (the caller; only the caller resumes), "hours"
+    #: and "instance" (the scheduler resumes on its own).
+    pause_kind = peewee.CharField(max_length=20, default="")
     pause_reason = peewee.CharField(max_length=255, default="")
     resume_at = peewee.DateTimeField(null=True)
     total_contacts = peewee.IntegerField(default=0)

@@ -13,12 +13,15 @@ from peewee import fn
 from billing.clock import as_utc_iso, utcnow
 from billing.db import write_transaction
 from billing.errors import Conflict, NotFound
-from billing import pacing
-from billing.models import Contact, Queue
+from billing import pacing, windows
+from billing.models import Campaign, Contact, Queue, Tenant
 from billing.states import ContactStatus, QueueStatus
 
 #: The window over which ``current_rate`` (messages per minute) is measured.
 RATE_WINDOW = timedelta(minutes=5)
+
+#: Queue.pause_kind of a pause the caller asked for (only the caller resumes it).
+MANUAL_PAUSE = "manual"
 
 #: pause_reason when the caller pauses without giving one.
 DEFAULT_PAUSE_REASON = "Pausado via API"
@@ -103,20 +106,24 @@ def _current_rate(queue_id, *, now) -> float:
 
 
 def _eta(queue: Queue, *, open_count: int, now) -> str | None:
-    if queue.status in QueueStatus.FINAL or open_count == 0:
+    """When the open contacts will have been sent, at the tenant's pace and
+    inside its hours; None when done, stopped by the caller, or unknown."""
+    if queue.status in QueueStatus.FINAL or open_count == 0 or queue.pause_kind == "manual":
         return None
-    rate = pacing.tenant_rate(queue.tenant_id)
-    if rate <= 0:
+    campaign_type = Campaign.select(Campaign.type).where(Campaign.id == queue.campaign_id).scalar()
+    start = max(now, queue.resume_at) if queue.resume_at else now
+    seconds = pacing.sending_seconds(queue.tenant_id, open_count)
+    if seconds <= 0:
         return None
-    start = max(now, queue.resume_at or now) if queue.status != QueueStatus.PROCESSING else now
-    return as_utc_iso(start + timedelta(minutes=open_count / rate))
+    return as_utc_iso(windows.finish_time(Tenant.get_by_id(queue.tenant_id), campaign_type, seconds=seconds, now=start))
 
 
 def pause(queue: Queue, *, reason: str = "") -> bool:
     """Stop sending. Contacts already booked go back to pending when their
     turn comes. Returns False when the queue was already paused."""
     updated = (
-        Queue.update(status=QueueStatus.PAUSED, pause_reason=reason or DEFAULT_PAUSE_REASON, updated_at=utcnow())
+        Queue.update(status=QueueStatus.PAUSED, pause_kind=MANUAL_PAUSE, pause_reason=reason or DEFAULT_PAUSE_REASON,
+                     resume_at=None, updated_at=utcnow())
         .where((Queue.id == queue.id) & Queue.status.in_((*QueueStatus.RUNNING, QueueStatus.INSTANCE_DOWN)))
         .execute()
     )
@@ -132,7 +139,7 @@ def resume(queue: Queue) -> bool:
     """Let a paused queue send again. The caller must then enqueue dispatch.
     Returns False when it was not paused (already running)."""
     updated = (
-        Queue.update(status=QueueStatus.PROCESSING, pause_reason="", resume_at=None, updated_at=utcnow())
+        Queue.update(status=QueueStatus.PROCESSING, pause_kind="", pause_reason="", resume_at=None, updated_at=utcnow())
         .where((Queue.id == queue.id) & Queue.status.in_((QueueStatus.PAUSED, QueueStatus.INSTANCE_DOWN)))
         .execute()
     )

@@ -1,20 +1,30 @@
-"""Finding work the broker lost, so no contact stays in limbo.
+"""Finding work the broker lost or the clock released, so no contact or
+queue stays in limbo.
 
-The database says what is left to do; these functions turn that into queue ids
-to dispatch again. They are safe to run at any time and from any process:
+The database says what is left to do; these functions turn that into queue
+ids to dispatch. They are safe to run at any time and from any process:
 dispatch and the send claim are idempotent.
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from billing import health
 from billing.clock import utcnow
-from billing.models import Contact, Queue
+from billing.db import write_transaction
+from billing.models import Contact, Instance, Queue
 from billing.states import ContactStatus, QueueStatus
 
 #: A booked contact whose slot passed this long ago without a worker claiming
 #: it has lost its broker message (broker restart, embedded mode stopped).
 LOST_MESSAGE_GRACE = timedelta(minutes=5)
+
+#: A claim older than this belongs to a worker that died mid-send: longer than
+#: a send may take (the actor's time limit, typing delay included).
+DEFAULT_CLAIM_TIMEOUT = timedelta(minutes=5)
+
+#: Pauses the scheduler lifts on its own once resume_at has passed.
+AUTOMATIC_PAUSES = (health.PAUSE_HOURS, health.PAUSE_DAILY_CAP)
 
 
 def release_lost_bookings(*, now: datetime | None = None, grace: timedelta = LOST_MESSAGE_GRACE) -> int:
@@ -27,27 +37,62 @@ def release_lost_bookings(*, now: datetime | None = None, grace: timedelta = LOS
     )
 
 
-def release_interrupted_sends(*, now: datetime | None = None) -> int:
-    """sending -> pending for claims whose worker is gone (embedded restart).
+def release_stuck_claims(*, now: datetime | None = None, timeout: timedelta = DEFAULT_CLAIM_TIMEOUT) -> int:
+    """sending -> pending for claims whose worker died (kill -9, crash).
 
-    Only safe when no worker can be running: at start-up of the embedded mode.
-    Such a contact may have reached WhatsApp before the stop; sending it again
-    is preferred to never sending it.
+    Such a contact may have reached WhatsApp just before the worker died; it
+    is sent again, which is preferred to never sending it. Its attempt counts.
     """
     now = now or utcnow()
     return (
-        Contact.update(status=ContactStatus.PENDING, slot_at=None, updated_at=now)
-        .where(Contact.status == ContactStatus.SENDING)
+        Contact.update(status=ContactStatus.PENDING, slot_at=None, reason="send interrupted", updated_at=now)
+        .where((Contact.status == ContactStatus.SENDING) & (Contact.claimed_at < now - timeout))
         .execute()
     )
 
 
+def resume_due_pauses(*, now: datetime | None = None) -> list[str]:
+    """Lift the pauses that time ends (business hours opened, daily cap reset)
+    and instance_down where the tenant has a healthy instance again.
+    Returns the queue ids to dispatch."""
+    now = now or utcnow()
+    with write_transaction():
+        timed = Queue.select(Queue.id).where(
+            (Queue.status == QueueStatus.PAUSED) & Queue.pause_kind.in_(AUTOMATIC_PAUSES) & (Queue.resume_at <= now)
+        )
+        healthy_tenants = Instance.select(Instance.tenant).where(
+            (Instance.is_active == True) & (Instance.health != health.DOWN)  # noqa: E712
+        )
+        waiting = Queue.select(Queue.id).where(
+            (Queue.status == QueueStatus.INSTANCE_DOWN) & Queue.tenant.in_(healthy_tenants)
+        )
+        ids = [q.id for q in timed] + [q.id for q in waiting]
+        if ids:
+            Queue.update(status=QueueStatus.PROCESSING, pause_kind="", pause_reason="", resume_at=None, updated_at=now).where(
+                Queue.id.in_(ids) & Queue.status.in_((QueueStatus.PAUSED, QueueStatus.INSTANCE_DOWN))
+            ).execute()
+    return [str(i) for i in ids]
+
+
+def release_interrupted_sends(*, now: datetime | None = None) -> int:
+    """Every claim, at start-up of the embedded mode (no worker can be running)."""
+    return release_stuck_claims(now=now, timeout=timedelta(0))
+
+
 def queues_with_due_work(*, now: datetime | None = None) -> list[str]:
-    """Running queues that have a contact due to be booked, or nothing open
-    left (so dispatch can complete them)."""
+    """Running queues that have a contact due to be booked."""
     now = now or utcnow()
     due = Contact.select(Contact.queue).where(
         (Contact.status == ContactStatus.PENDING)
         & ((Contact.next_attempt_at.is_null()) | (Contact.next_attempt_at <= now))
     )
     return [str(q.id) for q in Queue.select(Queue.id).where(Queue.status.in_(QueueStatus.RUNNING) & Queue.id.in_(due))]
+
+
+def recover(*, now: datetime | None = None, claim_timeout: timedelta = DEFAULT_CLAIM_TIMEOUT) -> list[str]:
+    """One recovery pass; returns the queue ids to dispatch."""
+    now = now or utcnow()
+    release_lost_bookings(now=now)
+    release_stuck_claims(now=now, timeout=claim_timeout)
+    resumed = resume_due_pauses(now=now)
+    return list(dict.fromkeys(resumed + queues_with_due_work(now=now)))

@@ -6,20 +6,25 @@ queued) and says which ``send_contact`` messages to enqueue with which delay.
 UPDATE, calls the gateway, and records the outcome. A redelivered message finds
 the contact no longer ``queued`` and does nothing, so the actors are
 idempotent.
+
+Waits longer than a broker should hold a message (the next business-hours
+window, a daily cap, a retry hours later) are written to the database
+(``queue.resume_at``, ``contact.next_attempt_at``) for the scheduler.
 """
 from __future__ import annotations
 
 import enum
+import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
 from peewee import Case
 
-from billing import pacing
+from billing import health, pacing, windows
 from billing.clock import utcnow
 from billing.db import locked, write_transaction
-from billing.models import Contact, Event, Instance, Queue, Tenant
+from billing.models import Campaign, Contact, Event, Instance, Queue, Tenant
 from billing.providers import GatewayError, gateway_for
 from billing.queues import complete_if_done
 from billing.states import ContactStatus, QueueStatus
@@ -31,8 +36,27 @@ log = structlog.get_logger(__name__)
 #: batch is booked before the instance would go idle.
 DISPATCH_LEAD = timedelta(seconds=2)
 
-#: pause_reason when a tenant has no instance able to send.
-NO_INSTANCE_REASON = "Nenhuma instância disponível"
+#: The first failed attempts are retried by the broker (Dramatiq's Retries,
+#: backoff of seconds to minutes); later ones wait in the database.
+QUICK_RETRIES = 2
+
+#: Waits before attempt 4, 5, 6... (the last value repeats): long enough for a
+#: gateway outage to pass, short enough for a reminder to stay relevant.
+DATABASE_RETRY_DELAYS = (timedelta(minutes=15), timedelta(hours=1), timedelta(hours=4))
+
+#: A retried send must wait for a slot of the instance's pace; within this
+#: much of now, it goes at once.
+SLOT_TOLERANCE = timedelta(seconds=1)
+
+#: The longest a message may wait in the broker (RabbitMQ redelivers messages
+#: held past its consumer_timeout; Dramatiq keeps delayed ones in memory).
+MAX_BROKER_DELAY = timedelta(minutes=5)
+
+#: pause_reason when a daily cap stopped the queue.
+DAILY_CAP_REASON = "Limite diário de envios atingido"
+
+#: pause_reason when the tenant has no hours at all in which to send.
+NO_HOURS_REASON = "Nenhum horário comercial configurado"
 
 
 @dataclass
@@ -48,7 +72,15 @@ class DispatchPlan:
     next_dispatch_in: float | None = None
 
 
-def plan_dispatch(queue_id, *, horizon: timedelta, batch_size: int, now: datetime | None = None) -> DispatchPlan:
+def _pause(queue_id, *, kind: str, reason: str, resume_at: datetime | None, now: datetime, status=QueueStatus.PAUSED) -> None:
+    Queue.update(status=status, pause_kind=kind, pause_reason=reason, resume_at=resume_at, updated_at=now).where(
+        (Queue.id == queue_id) & Queue.status.in_(QueueStatus.RUNNING)
+    ).execute()
+
+
+def plan_dispatch(
+    queue_id, *, horizon: timedelta, batch_size: int, now: datetime | None = None, rng: random.Random | None = None
+) -> DispatchPlan:
     """Book slots for the queue's next due contacts.
 
     Parameters:
@@ -56,30 +88,51 @@ def plan_dispatch(queue_id, *, horizon: timedelta, batch_size: int, now: datetim
       horizon: book only slots that start within this time.
       batch_size: book at most this many contacts.
       now: the current time (tests).
+      rng: randomness of the pace (tests pass a seeded one).
     """
     now = now or utcnow()
-    queue = Queue.get_or_none(Queue.id == queue_id)
-    if queue is None or queue.status not in QueueStatus.RUNNING:
+    row = (
+        Queue.select(Queue, Campaign.type, Tenant)
+        .join(Campaign, on=(Queue.campaign == Campaign.id))
+        .switch(Queue)
+        .join(Tenant, on=(Queue.tenant == Tenant.id))
+        .where(Queue.id == queue_id)
+        .first()
+    )
+    if row is None or row.status not in QueueStatus.RUNNING:
+        return DispatchPlan()
+    tenant, template_type = row.tenant, row.campaign.type
+
+    window = windows.window_for(tenant, template_type, now=now)
+    if not window.open:
+        reason = windows.OUTSIDE_HOURS_REASON if window.next_open else NO_HOURS_REASON
+        _pause(row.id, kind=health.PAUSE_HOURS, reason=reason, resume_at=window.next_open, now=now)
+        log.info("queue waits for business hours", queue_id=str(row.id), resume_at=str(window.next_open))
         return DispatchPlan()
 
-    instances = sending_instances(queue.tenant_id)
+    instances = sending_instances(tenant.id)
     if not instances:
-        Queue.update(status=QueueStatus.PAUSED, pause_reason=NO_INSTANCE_REASON, updated_at=now).where(
-            (Queue.id == queue.id) & Queue.status.in_(QueueStatus.RUNNING)
-        ).execute()
-        log.warning("queue paused: no instance", queue_id=str(queue.id))
+        _pause(row.id, kind=health.PAUSE_INSTANCE, reason=health.INSTANCE_DOWN_REASON, resume_at=None, now=now,
+               status=QueueStatus.INSTANCE_DOWN)
+        log.warning("queue waits for an instance", queue_id=str(row.id))
         return DispatchPlan()
 
+    until = now + horizon
+    if window.until is not None and window.until <= until:
+        until = window.until - timedelta(microseconds=1)  # a slot at the window's end is outside it
+    local_day = windows.local_day(tenant.timezone)
     plan = DispatchPlan()
+    capped_until: list[datetime] = []
     with write_transaction():
         Queue.update(status=QueueStatus.PROCESSING, started_at=now, updated_at=now).where(
-            (Queue.id == queue.id) & (Queue.status == QueueStatus.PENDING)
+            (Queue.id == row.id) & (Queue.status == QueueStatus.PENDING)
         ).execute()
-        due = list(
-            locked(
+        due = [
+            contact_id
+            for (contact_id,) in locked(
                 Contact.select(Contact.id)
                 .where(
-                    (Contact.queue == queue.id)
+                    (Contact.queue == row.id)
                     & (Contact.status == ContactStatus.PENDING)
                     & ((Contact.next_attempt_at.is_null()) | (Contact.next_attempt_at <= now))
                 )
@@ -87,42 +140,53 @@ def plan_dispatch(queue_id, *, horizon: timedelta, batch_size: int, now: datetim
                 .limit(batch_size),
                 skip_locked=True,
             ).tuples()
-        )
+        ]
         booked: list[tuple[int, int, datetime]] = []
-        remaining = [contact_id for (contact_id,) in due]
+        remaining = due
         for instance in instances:
             if not remaining:
                 break
-            slots = pacing.book_slots(instance.id, now=now, horizon=horizon, limit=len(remaining))
-            booked.extend((contact_id, instance.id, slot) for contact_id, slot in zip(remaining, slots))
-            remaining = remaining[len(slots):]
+            booking = pacing.book_slots(
+                instance.id, now=now, until=until, limit=len(remaining), local_day=local_day,
+                **({"rng": rng} if rng else {}),
+            )
+            if booking.capped_until:
+                capped_until.append(booking.capped_until)
+            booked.extend((contact_id, instance.id, slot) for contact_id, slot in zip(remaining, booking.slots))
+            remaining = remaining[len(booking.slots):]
         if booked:
-            ids = [contact_id for contact_id, _, _ in booked]
             Contact.update(
                 status=ContactStatus.QUEUED,
                 slot_at=Case(Contact.id, [(c, s) for c, _, s in booked]),
                 instance=Case(Contact.id, [(c, i) for c, i, _ in booked]),
                 updated_at=now,
-            ).where(Contact.id.in_(ids) & (Contact.status == ContactStatus.PENDING)).execute()
+            ).where(Contact.id.in_([c for c, _, _ in booked]) & (Contact.status == ContactStatus.PENDING)).execute()
             plan.sends = [(c, max(0.0, (s - now).total_seconds())) for c, _, s in booked]
 
     more_waiting = bool(remaining) or len(due) == batch_size
+    if remaining and not booked and len(capped_until) == len(instances):
+        # Every instance reached its daily cap: wait for the first to reset.
+        resume_at = min(capped_until)
+        _pause(row.id, kind=health.PAUSE_DAILY_CAP, reason=DAILY_CAP_REASON, resume_at=resume_at, now=now)
+        return plan
     if more_waiting and booked:
         last_slot = max(s for _, _, s in booked)
         plan.next_dispatch_in = max(0.0, (last_slot - DISPATCH_LEAD - now).total_seconds())
     elif more_waiting:
-        # Every instance is booked beyond the horizon (other queues share it);
-        # its bookings end within a horizon, so half of one frees some up.
-        plan.next_dispatch_in = horizon.total_seconds() / 2
+        # Every instance is booked beyond the horizon (other queues share it),
+        # or the window is about to close: look again soon.
+        plan.next_dispatch_in = min(horizon.total_seconds() / 2, max(0.0, (until - now).total_seconds()) + 1)
     elif not booked:
-        complete_if_done(queue.id)
+        complete_if_done(row.id)
     return plan
 
 
 class Outcome(enum.Enum):
     SKIPPED = "skipped"  # not ours to send (already claimed, queue paused or cancelled)
     SENT = "sent"
-    RETRY = "retry"  # transient failure; try again after a backoff
+    RETRY = "retry"  # transient failure; the broker tries again after a backoff
+    LATER = "later"  # booked again for a later slot; re-enqueue with `delay`
+    DEFERRED = "deferred"  # given back to the database (retry later, or instance down)
     FAILED = "failed"
 
 
@@ -132,6 +196,7 @@ class SendReport:
     contact_id: int
     queue_id: str = ""
     reason: str = ""
+    delay: float = 0.0
 
 
 def claim(contact_id: int, *, now: datetime) -> bool:
@@ -152,24 +217,67 @@ def claim(contact_id: int, *, now: datetime) -> bool:
     return False
 
 
+def _load(contact_id: int) -> Contact:
+    return (
+        Contact.select(Contact, Instance, Tenant, Campaign.type)
+        .join(Instance, on=(Contact.instance == Instance.id))
+        .switch(Contact)
+        .join(Tenant, on=(Contact.tenant == Tenant.id))
+        .switch(Contact)
+        .join(Campaign, on=(Contact.campaign == Campaign.id))
+        .where(Contact.id == contact_id)
+        .get()
+    )
+
+
+def _give_back(contact: Contact, *, now: datetime, at: datetime | None = None) -> None:
+    """sending -> pending, not counting this attempt; due again at ``at``."""
+    Contact.update(
+        status=ContactStatus.PENDING, attempts=Contact.attempts - 1, slot_at=None, next_attempt_at=at, updated_at=now
+    ).where((Contact.id == contact.id) & (Contact.status == ContactStatus.SENDING)).execute()
+
+
+def _rebook_retry(contact: Contact, *, now: datetime) -> SendReport | None:
+    """A retried send books a new slot of its instance's pace, so a burst of
+    retries after an outage cannot outrun it, and respects business hours.
+    Returns None when it may go now."""
+    queue_id = str(contact.queue_id)
+    if not windows.window_for(contact.tenant, contact.campaign.type, now=now).open:
+        _give_back(contact, now=now)  # dispatch pauses the queue until the window opens
+        return SendReport(Outcome.DEFERRED, contact.id, queue_id, windows.OUTSIDE_HOURS_REASON)
+    with write_transaction():
+        booking = pacing.book_slots(
+            contact.instance_id, now=now, until=now + MAX_BROKER_DELAY, limit=1,
+            local_day=windows.local_day(contact.tenant.timezone),
+        )
+        if not booking.slots:
+            # Capped for today, or the pace is booked far ahead: wait in the database.
+            _give_back(contact, now=now, at=booking.capped_until or now + MAX_BROKER_DELAY)
+            return SendReport(Outcome.DEFERRED, contact.id, queue_id, "no send slot soon")
+        slot = booking.slots[0]
+        if slot - now <= SLOT_TOLERANCE:
+            return None
+        Contact.update(status=ContactStatus.QUEUED, attempts=Contact.attempts - 1, slot_at=slot, updated_at=now).where(
+            (Contact.id == contact.id) & (Contact.status == ContactStatus.SENDING)
+        ).execute()
+    return SendReport(Outcome.LATER, contact.id, queue_id, delay=(slot - now).total_seconds())
+
+
 def send_one(contact_id: int, *, now: datetime | None = None) -> SendReport:
     """Claim, send and record one contact.
 
     Returns:
-      A report whose ``outcome`` tells the caller (the actor) whether to retry.
+      A report whose ``outcome`` tells the caller (the actor) what to do next.
     """
     now = now or utcnow()
     if not claim(contact_id, now=now):
         return SendReport(Outcome.SKIPPED, contact_id)
-    contact = (
-        Contact.select(Contact, Instance, Tenant)
-        .join(Instance, on=(Contact.instance == Instance.id))
-        .switch(Contact)
-        .join(Tenant, on=(Contact.tenant == Tenant.id))
-        .where(Contact.id == contact_id)
-        .get()
-    )
+    contact = _load(contact_id)
     queue_id = str(contact.queue_id)
+    if contact.attempts > 1:
+        later = _rebook_retry(contact, now=now)
+        if later is not None:
+            return later
     try:
         result = gateway_for(contact.instance).send_text(
             phone=contact.phone, chat_id=contact.chat_id, text=contact.message, contact_id=contact.id
@@ -199,17 +307,30 @@ def send_one(contact_id: int, *, now: datetime | None = None) -> SendReport:
 
 def _record_failure(contact: Contact, error: GatewayError, *, queue_id: str) -> SendReport:
     now = utcnow()
+    if error.instance_down:
+        # Not the contact's fault: give it back without using up an attempt;
+        # dispatch books it again on a healthy instance.
+        with write_transaction():
+            _give_back(contact, now=now)
+            Event.create(contact=contact.id, kind="send_error", detail={"reason": error.reason, "instance_down": True},
+                         created_at=now)
+        health.record_state(contact.instance_id, health.DOWN, now=now)
+        return SendReport(Outcome.DEFERRED, contact.id, queue_id, error.reason)
+
     final = not error.transient or contact.attempts >= contact.tenant.max_attempts
+    quick = contact.attempts <= QUICK_RETRIES
     with write_transaction():
         if final:
-            Contact.update(
-                status=ContactStatus.FAILED, reason=error.reason, finished_at=now, updated_at=now
-            ).where((Contact.id == contact.id) & (Contact.status == ContactStatus.SENDING)).execute()
-        else:
+            update = dict(status=ContactStatus.FAILED, finished_at=now)
+        elif quick:
             # Back to queued so the retried message can claim it again.
-            Contact.update(status=ContactStatus.QUEUED, reason=error.reason, updated_at=now).where(
-                (Contact.id == contact.id) & (Contact.status == ContactStatus.SENDING)
-            ).execute()
+            update = dict(status=ContactStatus.QUEUED)
+        else:
+            delay = DATABASE_RETRY_DELAYS[min(contact.attempts - QUICK_RETRIES, len(DATABASE_RETRY_DELAYS)) - 1]
+            update = dict(status=ContactStatus.PENDING, slot_at=None, next_attempt_at=now + delay)
+        Contact.update(reason=error.reason, updated_at=now, **update).where(
+            (Contact.id == contact.id) & (Contact.status == ContactStatus.SENDING)
+        ).execute()
         Event.create(
             contact=contact.id,
             kind="failed" if final else "send_error",
@@ -219,4 +340,6 @@ def _record_failure(contact: Contact, error: GatewayError, *, queue_id: str) -> 
     if final:
         complete_if_done(contact.queue_id)
         return SendReport(Outcome.FAILED, contact.id, queue_id, error.reason)
-    return SendReport(Outcome.RETRY, contact.id, queue_id, error.reason)
+    if quick:
+        return SendReport(Outcome.RETRY, contact.id, queue_id, error.reason)
+    return SendReport(Outcome.DEFERRED, contact.id, queue_id, error.reason)

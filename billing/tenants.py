@@ -1,11 +1,14 @@
 """Tenants (the businesses that send) and their WhatsApp instances."""
 from __future__ import annotations
 
+from datetime import date
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import peewee
 
+from billing.db import write_transaction
 from billing.errors import Conflict, InvalidRequest, NotFound
+from billing.hours import InvalidSchedule, parse_holidays, parse_hours
 from billing.models import DEFAULT_TIMEZONE, Instance, Tenant
 from billing.providers import check_provider
 
@@ -22,19 +25,22 @@ def check_timezone(name: str) -> str:
     return name
 
 
-def create_tenant(name: str, *, timezone: str = DEFAULT_TIMEZONE) -> Tenant:
+def create_tenant(name: str, *, timezone: str = DEFAULT_TIMEZONE, **settings) -> Tenant:
     """Create a tenant.
 
     Parameters:
       name: unique name.
       timezone: IANA zone in which "today" and business hours are read.
+      settings: any setting :func:`update_tenant` takes.
     """
     name = (name or "").strip()
     if not name:
         raise InvalidRequest("tenant name is empty")
-    if Tenant.get_or_none(Tenant.name == name) is not None:
-        raise Conflict(f"tenant '{name}' already exists")
-    return Tenant.create(name=name, timezone=check_timezone(timezone))
+    with write_transaction():
+        if Tenant.get_or_none(Tenant.name == name) is not None:
+            raise Conflict(f"tenant '{name}' already exists")
+        tenant = Tenant.create(name=name, timezone=check_timezone(timezone))
+        return update_tenant(tenant, **settings)
 
 
 def get_tenant(name: str) -> Tenant:
@@ -59,6 +65,7 @@ def create_instance(
     token: str = "",
     messages_per_minute: float | None = None,
     options: dict | None = None,
+    **pace,
 ) -> Instance:
     """Register a WhatsApp instance (a number behind a gateway).
 
@@ -70,6 +77,7 @@ def create_instance(
       token: the gateway's API key.
       messages_per_minute: the pace of this number.
       options: adapter options.
+      pace: any pace setting :func:`update_instance` takes.
     """
     check_provider(provider)
     name = (name or "").strip()
@@ -80,10 +88,12 @@ def create_instance(
     fields = dict(tenant=tenant, name=name, provider=provider, url=url.rstrip("/"), token=token, options=options or {})
     if messages_per_minute is not None:
         fields["messages_per_minute"] = check_rate(messages_per_minute)
-    try:
-        return Instance.create(**fields)
-    except peewee.IntegrityError:
-        raise Conflict(f"tenant '{tenant.name}' already has an instance named '{name}'") from None
+    with write_transaction():
+        try:
+            instance = Instance.create(**fields)
+        except peewee.IntegrityError:
+            raise Conflict(f"tenant '{tenant.name}' already has an instance named '{name}'") from None
+        return update_instance(instance, **pace)
 
 
 def sending_instances(tenant_id: int) -> list[Instance]:
@@ -93,3 +103,115 @@ def sending_instances(tenant_id: int) -> list[Instance]:
         .where((Instance.tenant == tenant_id) & (Instance.is_active == True) & (Instance.health != "down"))  # noqa: E712
         .order_by(Instance.messages_per_minute.desc(), Instance.id)
     )
+
+
+#: Bounds of the tenant's max_attempts setting.
+MAX_ATTEMPTS_RANGE = (1, 20)
+
+#: Longest interval or rest an instance may be given (seconds).
+SECONDS_PER_DAY = 86_400
+
+
+def _non_negative_int(value, *, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequest(f"{name} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _positive_seconds(value, *, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= SECONDS_PER_DAY:
+        raise InvalidRequest(f"{name} must be a number of seconds above 0 and at most {SECONDS_PER_DAY}, got {value!r}")
+    return float(value)
+
+
+def update_tenant(tenant: Tenant, **changes) -> Tenant:
+    """Change tenant settings; each value is validated, nothing is saved on error.
+
+    Parameters:
+      tenant: the tenant.
+      changes: any of ``timezone``, ``business_hours`` ("mon-fri 08:00-18:00,
+        sat 08:00-12:00" or "always"), ``holidays`` ("BR", "BR-SP", "none"),
+        ``extra_holidays`` (ISO dates), ``recipient_timezone`` (bool),
+        ``daily_cap`` (0: none), ``max_attempts``.
+    """
+    fields = {}
+    for key, value in changes.items():
+        if value is None:
+            continue
+        try:
+            if key == "timezone":
+                fields[key] = check_timezone(value)
+            elif key == "business_hours":
+                fields[key] = parse_hours(value).describe()
+            elif key == "holidays":
+                country, subdivision = parse_holidays(value)
+                fields[key] = "none" if country is None else "-".join(p for p in (country, subdivision) if p)
+            elif key == "extra_holidays":
+                fields[key] = sorted({_iso_date(d) for d in value})
+            elif key == "recipient_timezone":
+                fields[key] = bool(value)
+            elif key == "daily_cap":
+                fields[key] = _non_negative_int(value, name="daily cap")
+            elif key == "max_attempts":
+                low, high = MAX_ATTEMPTS_RANGE
+                if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                    raise InvalidRequest(f"max attempts must be between {low} and {high}, got {value!r}")
+                fields[key] = value
+            else:
+                raise InvalidRequest(f"unknown tenant setting '{key}'")
+        except InvalidSchedule as exc:
+            raise InvalidRequest(str(exc)) from None
+    if fields:
+        Tenant.update(**fields).where(Tenant.id == tenant.id).execute()
+    return Tenant.get_by_id(tenant.id)
+
+
+def _iso_date(value) -> str:
+    try:
+        return date.fromisoformat(str(value).strip()).isoformat()
+    except ValueError:
+        raise InvalidRequest(f"holiday dates must be YYYY-MM-DD, got '{value}'") from None
+
+
+def update_instance(instance: Instance, **changes) -> Instance:
+    """Change an instance's pace or connection; validated, nothing saved on error.
+
+    Parameters:
+      instance: the instance.
+      changes: any of ``messages_per_minute``, ``min_interval``,
+        ``max_interval`` (seconds), ``rest_every`` (messages, 0: never),
+        ``rest_seconds``, ``daily_cap`` (0: none), ``warmup_days`` (0: none),
+        ``url``, ``token``, ``is_active``.
+    """
+    fields = {}
+    for key, value in changes.items():
+        if value is None:
+            continue
+        if key == "messages_per_minute":
+            fields[key] = check_rate(value)
+        elif key in ("min_interval", "max_interval"):
+            fields[key] = _positive_seconds(value, name=key.replace("_", " "))
+        elif key == "rest_seconds":
+            fields[key] = 0.0 if value == 0 else _positive_seconds(value, name="rest seconds")
+        elif key in ("rest_every", "daily_cap", "warmup_days"):
+            fields[key] = _non_negative_int(value, name=key.replace("_", " "))
+        elif key in ("url", "token"):
+            fields[key] = str(value).rstrip("/") if key == "url" else str(value)
+        elif key == "is_active":
+            fields[key] = bool(value)
+        else:
+            raise InvalidRequest(f"unknown instance setting '{key}'")
+    low = fields.get("min_interval", instance.min_interval)
+    high = fields.get("max_interval", instance.max_interval)
+    if low is not None and high is not None and low > high:
+        raise InvalidRequest(f"min interval ({low:g}s) is above max interval ({high:g}s)")
+    if fields:
+        Instance.update(**fields).where(Instance.id == instance.id).execute()
+    return Instance.get_by_id(instance.id)
+
+
+def get_instance(tenant: Tenant, name: str) -> Instance:
+    instance = Instance.get_or_none((Instance.tenant == tenant.id) & (Instance.name == name))
+    if instance is None:
+        raise NotFound(f"tenant '{tenant.name}' has no instance named '{name}'")
+    return instance

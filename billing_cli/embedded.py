@@ -29,6 +29,7 @@ def run_embedded(*, host: str | None, port: int | None) -> None:
 
     import tasks  # connects the database and declares the actors
     from scheduler import build_scheduler
+    from scheduler.leader import Leadership
     from web import create_app
 
     settings: Settings = tasks.settings
@@ -37,18 +38,24 @@ def run_embedded(*, host: str | None, port: int | None) -> None:
 
     migrations.upgrade()
     demo = bootstrap.ensure_demo()
-    if settings.embedded_broker:
+    leadership = Leadership(settings.database_url)
+    leads = leadership.try_acquire()
+    if leads and settings.embedded_broker:
         # The in-memory broker starts empty: whatever was booked or in flight
-        # when this process last stopped has no message any more.
+        # when this process last stopped has no message any more. (Only the
+        # process that leads may say so: another one may be sending.)
         recovery.release_interrupted_sends()
         recovery.release_lost_bookings(grace=timedelta(0))
 
     worker = dramatiq.Worker(tasks.broker, worker_threads=settings.worker_threads)
     worker.start()
-    for queue_id in recovery.queues_with_due_work():
+    for queue_id in recovery.recover():
         tasks.dispatch.send(queue_id)
-    scheduler = build_scheduler(blocking=False)
-    scheduler.start()
+    scheduler = build_scheduler(blocking=False, settings=settings)
+    if leads:
+        scheduler.start()
+    else:
+        log.warning("another process runs the scheduler on this database; this one serves and works only")
 
     server = make_server(host, port, create_app(settings), threaded=True)
     base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{server.server_port}"
@@ -66,7 +73,8 @@ def run_embedded(*, host: str | None, port: int | None) -> None:
     try:
         server.serve_forever()
     finally:
-        scheduler.shutdown(wait=False)
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
         worker.stop(timeout=10_000)
         log.info("stopped")
 

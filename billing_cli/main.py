@@ -74,15 +74,61 @@ def tenant() -> None:
     """Tenants (the businesses that send)."""
 
 
+def tenant_settings(func):
+    """The options every tenant command shares (None: leave as is)."""
+    options = [
+        click.option("--business-hours", help='e.g. "mon-fri 08:00-18:00, sat 08:00-12:00" or "always".'),
+        click.option("--holidays", help="BR (national), BR-SP (with a state's) or none."),
+        click.option("--holiday-dates", help="Comma-separated YYYY-MM-DD dates the tenant is closed."),
+        click.option("--recipient-timezone/--tenant-timezone", default=None,
+                     help="Read business hours in each recipient's zone (from the phone's area code)."),
+        click.option("--daily-cap", type=int, help="Messages per day across all instances (0: no cap)."),
+        click.option("--max-attempts", type=int, help="Send attempts before a contact fails."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _tenant_changes(business_hours, holidays, holiday_dates, recipient_timezone, daily_cap, max_attempts) -> dict:
+    return dict(
+        business_hours=business_hours, holidays=holidays, recipient_timezone=recipient_timezone,
+        extra_holidays=[d for d in holiday_dates.split(",") if d.strip()] if holiday_dates is not None else None,
+        daily_cap=daily_cap, max_attempts=max_attempts,
+    )
+
+
+def _describe_tenant(row) -> str:
+    return (
+        f"tenant {row.name} (id {row.id}): timezone {row.timezone}; hours {row.business_hours}; "
+        f"holidays {row.holidays}{' + ' + ','.join(row.extra_holidays) if row.extra_holidays else ''}; "
+        f"daily cap {row.daily_cap or 'none'}; max attempts {row.max_attempts}"
+        f"{'; hours in the recipient zone' if row.recipient_timezone else ''}"
+    )
+
+
 @command(tenant, "create")
 @click.argument("name")
 @click.option("--timezone", default="America/Sao_Paulo", show_default=True, help="IANA time zone.")
-def tenant_create(name: str, timezone: str) -> None:
+@tenant_settings
+def tenant_create(name: str, timezone: str, **settings) -> None:
     """Create tenant NAME."""
     from billing import tenants
 
-    row = tenants.create_tenant(name, timezone=timezone)
-    click.echo(f"tenant {row.name} created (id {row.id}, timezone {row.timezone})")
+    row = tenants.create_tenant(name, timezone=timezone, **_tenant_changes(**settings))
+    click.echo(_describe_tenant(row).replace(f"tenant {row.name}", f"tenant {row.name} created", 1))
+
+
+@command(tenant, "update")
+@click.argument("name")
+@click.option("--timezone", default=None, help="IANA time zone.")
+@tenant_settings
+def tenant_update(name: str, timezone: str | None, **settings) -> None:
+    """Change tenant NAME's settings."""
+    from billing import tenants
+
+    row = tenants.update_tenant(tenants.get_tenant(name), timezone=timezone, **_tenant_changes(**settings))
+    click.echo(_describe_tenant(row))
 
 
 # --- apikey ---------------------------------------------------------------
@@ -158,22 +204,66 @@ def instance() -> None:
     """WhatsApp instances (numbers behind a gateway)."""
 
 
+def instance_settings(func):
+    """The pace options every instance command shares (None: leave as is)."""
+    options = [
+        click.option("--messages-per-minute", type=float, help="Average send pace of this number."),
+        click.option("--min-interval", type=float, help="Shortest gap between two messages (seconds)."),
+        click.option("--max-interval", type=float, help="Longest gap between two messages (seconds)."),
+        click.option("--rest-every", type=int, help="Take a longer rest after this many messages (0: never)."),
+        click.option("--rest-seconds", type=float, help="Length of that rest (seconds; up to 1.5x, at random)."),
+        click.option("--daily-cap", type=int, help="Messages per day from this number (0: no cap)."),
+        click.option("--warmup-days", type=int, help="Ramp a new number's daily cap up over these days (0: none)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _describe_instance(row) -> str:
+    from billing.pacing import Pace
+
+    pace = Pace.of(row)
+    rest = f", rest after {row.rest_every} ({row.rest_seconds:g}s)" if row.rest_every else ""
+    return (
+        f"instance {row.name} ({row.provider}, {row.messages_per_minute:g}/min, gaps {pace.min_interval:g}-"
+        f"{pace.max_interval:g}s{rest}, daily cap {row.daily_cap or 'none'}, warm-up {row.warmup_days or 'none'}"
+        f"{'' if row.is_active else ', inactive'}) id {row.id}"
+    )
+
+
 @command(instance, "create")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
 @click.option("--provider", type=click.Choice(["sandbox", "evolution", "waha"]), required=True)
 @click.option("--name", required=True, help="Instance name (Evolution instance / WAHA session).")
 @click.option("--url", default="", help="Gateway base URL.")
 @click.option("--token", default="", help="Gateway API key.")
-@click.option("--messages-per-minute", type=float, default=None, help="Send pace of this number.")
-def instance_create(tenant_name, provider, name, url, token, messages_per_minute) -> None:
+@instance_settings
+def instance_create(tenant_name, provider, name, url, token, messages_per_minute, **pace) -> None:
     """Register an instance."""
     from billing import tenants
 
     row = tenants.create_instance(
         tenants.get_tenant(tenant_name), name=name, provider=provider, url=url, token=token,
-        messages_per_minute=messages_per_minute,
+        messages_per_minute=messages_per_minute, **pace,
     )
-    click.echo(f"instance {row.name} ({row.provider}, {row.messages_per_minute:g}/min) created (id {row.id})")
+    click.echo(_describe_instance(row).replace(f"instance {row.name}", f"instance {row.name} created", 1))
+
+
+@command(instance, "update")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
+@click.option("--name", required=True, help="Instance name.")
+@click.option("--url", default=None, help="Gateway base URL.")
+@click.option("--token", default=None, help="Gateway API key.")
+@click.option("--active/--inactive", "is_active", default=None, help="Let it send, or not.")
+@instance_settings
+def instance_update(tenant_name, name, **changes) -> None:
+    """Change an instance's pace or connection."""
+    from billing import tenants
+
+    tenant_row = tenants.get_tenant(tenant_name)
+    row = tenants.update_instance(tenants.get_instance(tenant_row, name), **changes)
+    click.echo(_describe_instance(row))
 
 
 # --- outbox ---------------------------------------------------------------
@@ -207,11 +297,11 @@ def run(host, port) -> None:
 
 @command(main, "scheduler")
 def scheduler() -> None:
-    """The scheduler process (production): periodic jobs that enqueue actors."""
-    from scheduler import build_scheduler
+    """The scheduler process (production): periodic jobs that enqueue actors.
+    Start two for availability: one leads, the other stands by."""
+    from scheduler import run_leader
 
-    click.echo("scheduler started", err=True)
-    build_scheduler(blocking=True).start()
+    run_leader(blocking=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

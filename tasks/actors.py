@@ -11,13 +11,17 @@ import dramatiq
 import structlog
 from peewee import InterfaceError, OperationalError
 
-from billing import sending
+from billing import health, recovery, sending
 from billing.config import Settings
+from billing.models import Instance
+from billing.providers import gateway_for
 
 log = structlog.get_logger(__name__)
 
 DISPATCH_QUEUE = "dispatch"
 SEND_QUEUE = "send"
+#: Scheduler-driven work (recovery, health checks), off the hot queues.
+MAINTENANCE_QUEUE = "maintenance"
 
 #: A transient send failure is retried after a backoff growing from the
 #: first to the second value (ms); both far below RabbitMQ's 30 min
@@ -73,10 +77,42 @@ def dispatch(queue_id: str) -> None:
 def send_contact(contact_id: int) -> None:
     """Send one contact's message (idempotent: a second delivery does nothing)."""
     report = sending.send_one(contact_id)
+    if report.outcome is sending.Outcome.SKIPPED:
+        return
+    log.info("send", contact_id=contact_id, queue_id=report.queue_id, outcome=report.outcome.value, reason=report.reason)
     if report.outcome is sending.Outcome.RETRY:
         raise RetryLater(report.reason)
-    if report.outcome is not sending.Outcome.SKIPPED:
-        log.info("send", contact_id=contact_id, queue_id=report.queue_id, outcome=report.outcome.value, reason=report.reason)
+    if report.outcome is sending.Outcome.LATER:
+        send_contact.send_with_options(args=(contact_id,), delay=int(report.delay * 1000))
+    elif report.outcome is sending.Outcome.DEFERRED:
+        # Given back to the database: dispatch books it again (on another
+        # instance if this one went down) or pauses the queue.
+        dispatch.send(report.queue_id)
+
+
+@dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=0)
+def recover() -> None:
+    """Find lost or stuck work and the pauses whose time is over; dispatch them."""
+    queue_ids = recovery.recover(claim_timeout=timedelta(seconds=_settings.claim_timeout_seconds))
+    for queue_id in queue_ids:
+        dispatch.send(queue_id)
+    if queue_ids:
+        log.info("recovered", dispatched=len(queue_ids))
+
+
+@dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=60_000)
+def check_instance(instance_id: int) -> None:
+    """Ask the gateway for the instance's connection state and apply it."""
+    instance = Instance.get_or_none(Instance.id == instance_id)
+    if instance is None or not instance.is_active:
+        return
+    try:
+        state = gateway_for(instance).connection_state()
+    except Exception as exc:  # an adapter that cannot even ask counts the instance as down
+        log.warning("health check failed", instance=instance.name, error=str(exc))
+        state = health.DOWN
+    for queue_id in health.record_state(instance_id, state):
+        dispatch.send(queue_id)
 
 
 def start_queue(queue_id: str) -> None:

@@ -14,11 +14,18 @@ class Setup:
     instance: Instance
 
 
-def make_tenant(name: str = "acme", *, messages_per_minute: float = 60_000, timezone: str = "America/Sao_Paulo") -> Setup:
-    """A tenant with the default templates, a fast sandbox instance and a key."""
-    tenant = tenants.create_tenant(name, timezone=timezone)
+def make_tenant(
+    name: str = "acme", *, messages_per_minute: float = 60_000, timezone: str = "America/Sao_Paulo",
+    business_hours: str = "always", holidays: str = "none", pace: dict | None = None, **settings,
+) -> Setup:
+    """A tenant with the default templates, a fast sandbox instance and a key.
+    Open at all hours and on holidays unless told otherwise, so tests do not
+    depend on the clock. ``pace``: instance settings (e.g. min_interval)."""
+    tenant = tenants.create_tenant(name, timezone=timezone, business_hours=business_hours, holidays=holidays, **settings)
     bootstrap.install_default_templates(tenant)
-    instance = tenants.create_instance(tenant, name="sandbox", provider="sandbox", messages_per_minute=messages_per_minute)
+    instance = tenants.create_instance(
+        tenant, name="sandbox", provider="sandbox", messages_per_minute=messages_per_minute, **(pace or {})
+    )
     issued = apikeys.issue_key(tenant, name="test")
     return Setup(tenant=tenant, api_key=issued.secret, instance=instance)
 

@@ -6,11 +6,15 @@ from typing import Callable
 from billing.errors import InvalidRequest
 from billing.models import Instance
 from billing.providers.base import Gateway, GatewayError, SendResult
+from billing.providers.evolution import EvolutionGateway
 from billing.providers.sandbox import SandboxGateway
+from billing.providers.waha import WahaGateway
 
 #: provider name -> adapter factory. Real gateways register here too.
 ADAPTERS: dict[str, Callable[[Instance], Gateway]] = {
     "sandbox": SandboxGateway,
+    "evolution": EvolutionGateway,
+    "waha": WahaGateway,
 }
 
 #: Every provider an instance may name (adapters for the real gateways are

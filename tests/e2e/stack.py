@@ -65,7 +65,9 @@ class Stack:
         self.processes: dict[str, subprocess.Popen] = {}
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.session = requests.Session()
+        # No keep-alive session: gunicorn closes idle connections after a couple
+        # of seconds, and a request racing that close gets a reset.
+        self.session = requests
 
     # --- CLI -------------------------------------------------------------
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -78,7 +80,7 @@ class Stack:
 
     def create_tenant(self, name: str, *, messages_per_minute: float) -> str:
         """Tenant + templates + sandbox instance + key, through the CLI; returns the key."""
-        self.cli("tenant", "create", name)
+        self.cli("tenant", "create", name, "--business-hours", "always", "--holidays", "none")
         self.cli(
             "template", "create", "--tenant", name, "--type", "overdue", "--name", "padrao", "--strategy", "sequential",
             "--variation", "Olá {{nome_cliente}}, sua fatura de {{valor}} venceu há {{dias_atraso}} dias.",
@@ -167,8 +169,10 @@ class Stack:
         lines = []
         for name in names:
             for line in (self.workdir / f"{name}.log").read_text().splitlines():
-                if line.startswith("{"):
+                try:
                     lines.append(json.loads(line))
+                except ValueError:  # banner, plain logging, or a line still being written
+                    continue
         return lines
 
     def get(self, path: str, *, key: str) -> requests.Response:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from billing import campaigns, queues, recovery, sending
+from billing import campaigns, health, queues, recovery, sending
 from billing.models import Contact, Event, Instance, Queue, SandboxMessage
 from billing.providers import ADAPTERS, GatewayError
 from billing.states import ContactStatus, QueueStatus
@@ -65,8 +65,11 @@ def test_a_redelivered_dispatch_books_nothing_twice(db):
     assert len(first.sends) == 5 and second.sends == []
 
 
+EXACT_SECOND = {"min_interval": 1, "max_interval": 1}  # no jitter: slots are predictable
+
+
 def test_slots_follow_the_instance_pace(db):
-    setup = make_tenant(messages_per_minute=60)  # one a second
+    setup = make_tenant(messages_per_minute=60, pace=EXACT_SECOND)  # one a second
     created = _campaign(setup, 10)
     now = datetime(2030, 1, 1, 12, 0, 0)
     plan = sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=4.5), batch_size=100, now=now)
@@ -79,7 +82,7 @@ def test_slots_follow_the_instance_pace(db):
 
 
 def test_two_queues_share_one_instance_pace(db):
-    setup = make_tenant(messages_per_minute=60)
+    setup = make_tenant(messages_per_minute=60, pace=EXACT_SECOND)
     a, b = _campaign(setup, 3, "a"), _campaign(setup, 3, "b")
     now = datetime(2030, 1, 1, 12, 0, 0)
     plan_a = sending.plan_dispatch(a.queue_id, horizon=HORIZON, batch_size=100, now=now)
@@ -168,13 +171,18 @@ def test_transient_error_retries_until_attempts_run_out(db, failing_gateway):
     assert row.reason == "gateway answered 503"
 
 
-def test_no_instance_pauses_the_queue_with_a_reason(db):
+def test_no_instance_turns_the_queue_instance_down_until_one_returns(db):
     setup = make_tenant()
     Instance.update(is_active=False).execute()
     created = _campaign(setup, 1)
     assert sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends == []
     queue = Queue.get_by_id(created.queue_id)
-    assert queue.status == QueueStatus.PAUSED and queue.pause_reason == sending.NO_INSTANCE_REASON
+    assert queue.status == QueueStatus.INSTANCE_DOWN and queue.pause_reason == health.INSTANCE_DOWN_REASON
+    assert recovery.resume_due_pauses() == []  # still no instance
+    Instance.update(is_active=True).execute()
+    assert recovery.resume_due_pauses() == [created.queue_id]
+    _drain(created.queue_id)
+    assert Queue.get_by_id(created.queue_id).status == QueueStatus.COMPLETED
 
 
 def test_recovery_releases_bookings_whose_message_was_lost(db):

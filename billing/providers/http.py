@@ -1,0 +1,252 @@
+"""HTTP plumbing and JSON helpers shared by the real gateway adapters.
+
+:class:`GatewayClient` makes one call and hands back a :class:`Reply`; network
+failures (timeouts, refused connections) become :class:`GatewayError` here,
+so adapters only classify the HTTP answers their gateway gives. The helpers
+below read untrusted JSON (gateway answers, webhook bodies) without ever
+raising ``KeyError`` / ``TypeError``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import requests
+
+from billing.providers.base import GatewayError
+
+#: Seconds a call may wait for an answer when the instance sets no ``timeout_seconds``.
+DEFAULT_TIMEOUT_SECONDS = 15.0
+#: Upper bound on establishing the TCP connection (a gateway that does not even
+#: accept connections should be reported quickly, whatever the read timeout).
+CONNECT_TIMEOUT_SECONDS = 5.0
+#: Milliseconds per second, for options given in ms.
+MS_PER_SECOND = 1000
+
+#: HTTP statuses the adapters treat specially.
+HTTP_OK_MIN = 200
+HTTP_OK_MAX = 299
+HTTP_BAD_REQUEST = 400
+HTTP_UNAUTHORIZED = 401
+HTTP_NOT_FOUND = 404
+HTTP_UNPROCESSABLE = 422
+HTTP_TOO_MANY_REQUESTS = 429
+HTTP_SERVER_ERROR = 500
+
+#: Longest error text quoted in a reason (reasons are stored per contact).
+MAX_REASON_LENGTH = 300
+#: Joins the pieces of a multi-part gateway error message.
+MESSAGE_SEPARATOR = "; "
+
+#: JID domains whose user part is a phone number (Evolution / WAHA spellings).
+PHONE_JID_DOMAINS = ("s.whatsapp.net", "c.us")
+#: JID domains of chats that are not one person (never customer replies).
+NON_PERSONAL_JID_DOMAINS = ("g.us", "broadcast", "newsletter")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A gateway's HTTP answer.
+
+    Parameters:
+      status: the HTTP status code.
+      body: the parsed JSON body, or None when it was empty or not JSON.
+      text: the raw body text (quoted in reasons when it is not JSON).
+    """
+
+    status: int
+    body: Any
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return HTTP_OK_MIN <= self.status <= HTTP_OK_MAX
+
+
+class GatewayClient:
+    """Calls one gateway's HTTP API.
+
+    Parameters:
+      provider: the provider name, the first word of every reason.
+      base_url: the gateway's base URL (a trailing slash is ignored).
+      headers: sent with every call (the API key).
+      timeout_seconds: how long to wait for an answer.
+    """
+
+    def __init__(self, *, provider: str, base_url: str, headers: Mapping[str, str], timeout_seconds: float) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.headers = dict(headers)
+        self.timeout_seconds = timeout_seconds
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        extra_seconds: float = 0.0,
+    ) -> Reply:
+        """Make one call; raise :class:`GatewayError` when no answer came.
+
+        Parameters:
+          method: the HTTP method.
+          path: appended to the base URL (starts with ``/``).
+          json_body: sent as JSON when not None.
+          params: the query string.
+          extra_seconds: added to the read timeout, for calls the gateway
+            deliberately holds open (Evolution's typing ``delay``).
+        """
+        read_timeout = self.timeout_seconds + extra_seconds
+        timeout = (min(CONNECT_TIMEOUT_SECONDS, read_timeout), read_timeout)
+        try:
+            response = requests.request(
+                method, f"{self.base_url}{path}", json=json_body, params=params, headers=self.headers, timeout=timeout
+            )
+        # A malformed base URL is the instance's configuration: pause, do not fail contacts.
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema) as exc:
+            raise GatewayError(
+                f"{self.provider} URL is not valid: {self.base_url!r}", transient=True, instance_down=True
+            ) from exc
+        # ConnectTimeout is also a Timeout: it means nothing listens, so it is
+        # reported with the refused connections, before the read timeouts.
+        except (requests.ConnectTimeout, requests.ConnectionError) as exc:
+            raise GatewayError(
+                f"{self.provider} unreachable at {self.base_url} ({type(exc).__name__})",
+                transient=True,
+                instance_down=True,
+            ) from exc
+        except requests.Timeout as exc:
+            raise GatewayError(
+                f"{self.provider} did not answer {method} {path} within {read_timeout:g} s", transient=True
+            ) from exc
+        except requests.RequestException as exc:
+            raise GatewayError(f"{self.provider} call failed: {type(exc).__name__}", transient=True) from exc
+        return Reply(status=response.status_code, body=_json_or_none(response.text), text=response.text)
+
+
+def _json_or_none(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def status_error(*, provider: str, reply: Reply, message: str) -> GatewayError:
+    """The error for an answer no gateway-specific rule matched.
+
+    Parameters:
+      provider: the provider name (first word of the reason).
+      reply: the answer.
+      message: the gateway's error text, already flattened.
+    """
+    reason = f"{provider} {reply.status}: {message or 'no error message'}"
+    if reply.status == HTTP_UNAUTHORIZED:
+        return GatewayError(f"{provider} {reply.status}: gateway rejected the API key", transient=False)
+    if reply.status == HTTP_TOO_MANY_REQUESTS or reply.status >= HTTP_SERVER_ERROR:
+        return GatewayError(reason, transient=True)
+    return GatewayError(reason, transient=False)
+
+
+def dig(value: Any, *keys: str | int) -> Any:
+    """``value[k1][k2]...``, or None as soon as a step does not exist.
+
+    Parameters:
+      value: parsed JSON.
+      keys: mapping keys (str) and list indexes (int), outermost first.
+    """
+    for key in keys:
+        if isinstance(key, str) and isinstance(value, Mapping):
+            value = value.get(key)
+        elif isinstance(key, int) and isinstance(value, list) and -len(value) <= key < len(value):
+            value = value[key]
+        else:
+            return None
+    return value
+
+
+def text_of(value: Any) -> str:
+    """``value`` if it is a string, else "" (JSON fields of the wrong type)."""
+    return value if isinstance(value, str) else ""
+
+
+def flatten_message(value: Any) -> str:
+    """One line from a gateway's error message: a string, a list (Evolution
+    nests validation errors as ``[["a", "b"]]``) or an object with ``message``."""
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, list):
+        parts = (flatten_message(item) for item in value)
+        return MESSAGE_SEPARATOR.join(part for part in parts if part)
+    if isinstance(value, Mapping):
+        return flatten_message(value.get("message"))
+    return ""
+
+
+def shorten(text: str) -> str:
+    """``text`` cut to :data:`MAX_REASON_LENGTH` characters."""
+    return text if len(text) <= MAX_REASON_LENGTH else f"{text[:MAX_REASON_LENGTH - 3]}..."
+
+
+def digits_of(text: str) -> str:
+    """Only the digits of ``text`` (``+55 11 ...`` -> ``5511...``)."""
+    return "".join(char for char in text if char.isdigit())
+
+
+def jid_parts(jid: str) -> tuple[str, str]:
+    """(user, domain) of a JID, without the device suffix (``user:12@domain``)."""
+    user, _, domain = jid.partition("@")
+    return user.partition(":")[0], domain
+
+
+def is_personal_chat(jid: str) -> bool:
+    """False for groups, broadcasts (status) and channels."""
+    return bool(jid) and jid_parts(jid)[1] not in NON_PERSONAL_JID_DOMAINS
+
+
+def phone_from_jid(jid: str) -> str:
+    """E.164 ``+<digits>`` from a phone JID (or bare digits), else "" (``@lid``
+    ids are not phone numbers)."""
+    user, domain = jid_parts(jid)
+    if domain and domain not in PHONE_JID_DOMAINS:
+        return ""
+    return f"+{user}" if user.isdigit() else ""
+
+
+def options_of(instance: Any) -> Mapping[str, Any]:
+    """The instance's options (a missing or non-dict value reads as empty)."""
+    options = getattr(instance, "options", None)
+    return options if isinstance(options, Mapping) else {}
+
+
+def number_option(options: Mapping[str, Any], name: str, *, default: float) -> float:
+    """A non-negative number option; ``default`` when unset or invalid.
+
+    Parameters:
+      options: the instance's options.
+      name: the option.
+      default: used when the option is missing, not a number, or negative.
+    """
+    value = options.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        return default
+    return number if number >= 0 else default
+
+
+def bool_option(options: Mapping[str, Any], name: str, *, default: bool) -> bool:
+    """A boolean option (JSON true/false, or "true"/"false" typed in a form)."""
+    value = options.get(name)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return default
