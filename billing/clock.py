@@ -41,7 +41,7 @@ def frozen(source: ClockSource) -> Iterator[None]:
 
 
 def as_utc_iso(value: datetime | None) -> str | None:
-    """Render a stored naive-UTC datetime as ISO 8601 with a Z suffix."""
+    """Render a stored naive-UTC datetime as ISO 8601 (milliseconds) with a Z suffix."""
     if value is None:
         return None
-    return value.isoformat(timespec="seconds") + "Z"
+    return value.isoformat(timespec="milliseconds") + "Z"

@@ -28,6 +28,10 @@ DEFAULT_RECOVERY_INTERVAL_SECONDS = 30
 #: How often (seconds) the scheduler asks each instance's gateway for its state.
 DEFAULT_HEALTH_INTERVAL_SECONDS = 30
 
+#: Backoff bounds (ms) of the broker's quick retries of a failed send.
+DEFAULT_SEND_RETRY_MIN_BACKOFF_MS = 5_000
+DEFAULT_SEND_RETRY_MAX_BACKOFF_MS = 5 * 60_000
+
 #: A send claimed longer ago than this (seconds) belongs to a dead worker.
 DEFAULT_CLAIM_TIMEOUT_SECONDS = 300
 
@@ -59,6 +63,8 @@ class Settings:
       recovery_interval_seconds: how often the scheduler recovers lost work.
       health_interval_seconds: how often instances' gateways are asked their state.
       claim_timeout_seconds: age after which a send claim is taken as dead.
+      send_retry_min_backoff_ms, send_retry_max_backoff_ms: backoff bounds of
+        the broker's quick retries of a failed send.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -74,6 +80,8 @@ class Settings:
     recovery_interval_seconds: int = DEFAULT_RECOVERY_INTERVAL_SECONDS
     health_interval_seconds: int = DEFAULT_HEALTH_INTERVAL_SECONDS
     claim_timeout_seconds: int = DEFAULT_CLAIM_TIMEOUT_SECONDS
+    send_retry_min_backoff_ms: int = DEFAULT_SEND_RETRY_MIN_BACKOFF_MS
+    send_retry_max_backoff_ms: int = DEFAULT_SEND_RETRY_MAX_BACKOFF_MS
 
     @property
     def embedded_broker(self) -> bool:
@@ -100,4 +108,6 @@ class Settings:
             recovery_interval_seconds=_env_int("RECOVERY_INTERVAL_SECONDS", DEFAULT_RECOVERY_INTERVAL_SECONDS),
             health_interval_seconds=_env_int("HEALTH_INTERVAL_SECONDS", DEFAULT_HEALTH_INTERVAL_SECONDS),
             claim_timeout_seconds=_env_int("CLAIM_TIMEOUT_SECONDS", DEFAULT_CLAIM_TIMEOUT_SECONDS),
+            send_retry_min_backoff_ms=_env_int("SEND_RETRY_MIN_BACKOFF_MS", DEFAULT_SEND_RETRY_MIN_BACKOFF_MS),
+            send_retry_max_backoff_ms=_env_int("SEND_RETRY_MAX_BACKOFF_MS", DEFAULT_SEND_RETRY_MAX_BACKOFF_MS),
         )

@@ -129,6 +129,9 @@ class Instance(BaseModel):
     #: Days over which a new number's daily cap ramps up; 0 means no ramp.
     warmup_days = peewee.IntegerField(default=0)
     next_slot_at = peewee.DateTimeField(null=True)
+    #: When the last message was handed to the gateway: a hard floor of
+    #: min_interval between two sends, whatever the broker's timing.
+    last_send_at = peewee.DateTimeField(null=True)
     sends_since_rest = peewee.IntegerField(default=0)
     day_key = peewee.CharField(max_length=10, default="")
     day_count = peewee.IntegerField(default=0)
@@ -139,6 +142,21 @@ class Instance(BaseModel):
 
     class Meta:
         indexes = ((("tenant", "name"), True),)
+
+
+class WhatsappNumber(BaseModel):
+    """What a gateway said about a phone: on WhatsApp or not, and the chat id
+    (JID) it resolved, which may lack a Brazilian mobile's 9. Checked once per
+    tenant and phone, then reused for sends and for matching replies."""
+
+    tenant = peewee.ForeignKeyField(Tenant, on_delete="CASCADE")
+    phone = peewee.CharField(max_length=64)
+    exists = peewee.BooleanField()
+    chat_id = peewee.CharField(max_length=120, default="")
+    checked_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("tenant", "phone"), True), (("tenant", "chat_id"), False))
 
 
 class Campaign(BaseModel):
@@ -236,4 +254,6 @@ class SandboxMessage(BaseModel):
 
 
 #: Every table, in creation order (parents before children).
-ALL_MODELS = (Tenant, ApiKey, Template, Variation, Instance, Campaign, Queue, Contact, Event, SandboxMessage)
+ALL_MODELS = (
+    Tenant, ApiKey, Template, Variation, Instance, WhatsappNumber, Campaign, Queue, Contact, Event, SandboxMessage,
+)

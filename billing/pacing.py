@@ -159,6 +159,26 @@ def book_slots(
     return booking
 
 
+def admit(instance_id: int, *, min_interval: float, now: datetime) -> float:
+    """Let one message through the instance's floor: at least ``min_interval``
+    seconds after the previous one, whatever the broker's timing (a delayed
+    message delivered late must not bunch up with the next one).
+
+    Returns:
+      0 when admitted (the send may go now), else the seconds to wait.
+    """
+    floor = now - timedelta(seconds=min_interval)
+    admitted = (
+        Instance.update(last_send_at=now)
+        .where((Instance.id == instance_id) & (Instance.last_send_at.is_null() | (Instance.last_send_at <= floor)))
+        .execute()
+    )
+    if admitted:
+        return 0.0
+    last = Instance.select(Instance.last_send_at).where(Instance.id == instance_id).scalar()
+    return max(0.001, (last - floor).total_seconds()) if last else 0.001
+
+
 def tenant_rate(tenant_id: int) -> float:
     """Messages per minute the tenant's active, healthy instances send together
     on average (rests included)."""

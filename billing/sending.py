@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import enum
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
 from peewee import Case
 
-from billing import health, pacing, windows
+from billing import health, numbers, pacing, windows
 from billing.clock import utcnow
 from billing.db import locked, write_transaction
 from billing.models import Campaign, Contact, Event, Instance, Queue, Tenant
@@ -51,6 +52,10 @@ SLOT_TOLERANCE = timedelta(seconds=1)
 #: The longest a message may wait in the broker (RabbitMQ redelivers messages
 #: held past its consumer_timeout; Dramatiq keeps delayed ones in memory).
 MAX_BROKER_DELAY = timedelta(minutes=5)
+
+#: A send that finds the instance's floor closed waits this long at most in
+#: the worker thread; a longer wait goes back to the broker as a delay.
+MAX_FLOOR_SLEEP = timedelta(seconds=2)
 
 #: pause_reason when a daily cap stopped the queue.
 DAILY_CAP_REASON = "Limite diário de envios atingido"
@@ -278,10 +283,15 @@ def send_one(contact_id: int, *, now: datetime | None = None) -> SendReport:
         later = _rebook_retry(contact, now=now)
         if later is not None:
             return later
+    gateway = gateway_for(contact.instance)
     try:
-        result = gateway_for(contact.instance).send_text(
-            phone=contact.phone, chat_id=contact.chat_id, text=contact.message, contact_id=contact.id
-        )
+        chat_id = contact.chat_id or numbers.resolve_chat_id(contact.tenant_id, contact.phone, gateway, now=now)
+        if chat_id is None:
+            return _record_failure(contact, GatewayError(numbers.NOT_ON_WHATSAPP, transient=False), queue_id=queue_id)
+        admitted_at = _pass_floor(contact)
+        if admitted_at is None:
+            return _requeue(contact, delay=MAX_FLOOR_SLEEP.total_seconds(), now=now)
+        result = gateway.send_text(phone=contact.phone, chat_id=chat_id, text=contact.message, contact_id=contact.id)
     except GatewayError as exc:
         return _record_failure(contact, exc, queue_id=queue_id)
 
@@ -290,9 +300,9 @@ def send_one(contact_id: int, *, now: datetime | None = None) -> SendReport:
         Contact.update(
             status=ContactStatus.SENT,
             provider_message_id=result.provider_message_id,
-            chat_id=result.chat_id or contact.chat_id,
+            chat_id=result.chat_id or chat_id,
             reason="",
-            sent_at=done_at,
+            sent_at=admitted_at,
             updated_at=done_at,
         ).where((Contact.id == contact.id) & (Contact.status == ContactStatus.SENDING)).execute()
         Event.create(
@@ -303,6 +313,29 @@ def send_one(contact_id: int, *, now: datetime | None = None) -> SendReport:
         )
     complete_if_done(contact.queue_id)
     return SendReport(Outcome.SENT, contact.id, queue_id)
+
+
+def _pass_floor(contact: Contact) -> datetime | None:
+    """Wait (briefly) until the instance's floor admits this send; returns the
+    moment it was admitted, or None when the wait would be long."""
+    min_interval = pacing.Pace.of(contact.instance).min_interval
+    deadline = utcnow() + MAX_FLOOR_SLEEP
+    while True:
+        now = utcnow()
+        wait = pacing.admit(contact.instance_id, min_interval=min_interval, now=now)
+        if wait == 0:
+            return now
+        if now + timedelta(seconds=wait) > deadline:
+            return None
+        time.sleep(wait)
+
+
+def _requeue(contact: Contact, *, delay: float, now: datetime) -> SendReport:
+    """sending -> queued again, not counting this attempt; the actor re-enqueues it."""
+    Contact.update(status=ContactStatus.QUEUED, attempts=Contact.attempts - 1, updated_at=now).where(
+        (Contact.id == contact.id) & (Contact.status == ContactStatus.SENDING)
+    ).execute()
+    return SendReport(Outcome.LATER, contact.id, str(contact.queue_id), delay=delay)
 
 
 def _record_failure(contact: Contact, error: GatewayError, *, queue_id: str) -> SendReport:

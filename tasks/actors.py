@@ -23,12 +23,6 @@ SEND_QUEUE = "send"
 #: Scheduler-driven work (recovery, health checks), off the hot queues.
 MAINTENANCE_QUEUE = "maintenance"
 
-#: A transient send failure is retried after a backoff growing from the
-#: first to the second value (ms); both far below RabbitMQ's 30 min
-#: consumer_timeout. The database's attempts counter ends the retries.
-SEND_MIN_BACKOFF_MS = 5_000
-SEND_MAX_BACKOFF_MS = 5 * 60_000
-
 #: Retries of one message at most, whatever the cause, so a bug cannot loop
 #: forever; stuck contacts are found again by the scheduler's recovery.
 MAX_MESSAGE_RETRIES = 20
@@ -70,8 +64,11 @@ def dispatch(queue_id: str) -> None:
 @dramatiq.actor(
     queue_name=SEND_QUEUE,
     retry_when=_retry_when,
-    min_backoff=SEND_MIN_BACKOFF_MS,
-    max_backoff=SEND_MAX_BACKOFF_MS,
+    # A transient failure is retried after a backoff growing between these
+    # bounds (SEND_RETRY_*_BACKOFF_MS), far below RabbitMQ's 30 min
+    # consumer_timeout; the database's attempts counter ends the retries.
+    min_backoff=_settings.send_retry_min_backoff_ms,
+    max_backoff=_settings.send_retry_max_backoff_ms,
     time_limit=SEND_TIME_LIMIT_MS,
 )
 def send_contact(contact_id: int) -> None:

@@ -9,6 +9,7 @@ import pytest
 from billing import campaigns, health, queues, recovery, sending
 from billing.models import Contact, Event, Instance, Queue, SandboxMessage
 from billing.providers import ADAPTERS, GatewayError
+from billing.providers.base import NumberCheck
 from billing.states import ContactStatus, QueueStatus
 from tests.factories import contact, make_tenant, phones
 
@@ -133,6 +134,9 @@ class _FailingGateway:
 
     def __init__(self, instance):
         pass
+
+    def check_number(self, phone):
+        return NumberCheck(exists=True, chat_id=f"{phone[1:]}@s.whatsapp.net")
 
     def send_text(self, **kwargs):
         raise type(self).error
