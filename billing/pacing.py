@@ -96,26 +96,41 @@ class Booking:
     """The outcome of :func:`book_slots`.
 
     Parameters:
-      slots: booked send times (naive UTC), ascending.
-      capped_until: set when a daily cap stopped the booking: the local
-        midnight (naive UTC) after which sending may go on.
+      slots: (time, instance id) pairs, ascending by time.
+      capped_until: set when daily caps stopped the booking: the local midnight
+        (naive UTC) after which sending may go on.
     """
 
-    slots: list[datetime]
+    slots: list[tuple[datetime, int]]
     capped_until: datetime | None = None
 
 
-def book_slots(
-    instance_id: int, *, now: datetime, until: datetime, limit: int, local_day, rng: random.Random = _rng
-) -> Booking:
-    """Book up to ``limit`` send slots of one instance, none after ``until``.
+@dataclass
+class _Lane:
+    """One instance's booking state while slots are handed out."""
 
-    Must run inside a write transaction: the booking is part of it, so a
-    rolled-back dispatch gives its slots back. Locks the tenant row, then the
-    instance row (always in that order, so two dispatches cannot deadlock).
+    instance: Instance
+    pace: Pace
+    cap: int
+    slot: datetime
+    sends_since_rest: int
+    day_key: str
+    day_count: int
+
+
+def book_slots(
+    instance_ids: list[int], *, now: datetime, until: datetime, limit: int, local_day, rng: random.Random = _rng
+) -> Booking:
+    """Book up to ``limit`` send slots across a tenant's instances, none after ``until``.
+
+    Each slot goes to the instance that is free first, so instances share the
+    load at their own paces. Must run inside a write transaction: the booking
+    is part of it, so a rolled-back dispatch gives its slots back. Locks the
+    tenant row, then the instance rows by id (always in that order, so two
+    dispatches cannot deadlock).
 
     Parameters:
-      instance_id: the instance whose pace applies.
+      instance_ids: instances of one tenant that may send.
       now: the current time (naive UTC).
       until: the latest slot that may be booked.
       limit: how many slots are wanted at most.
@@ -123,39 +138,53 @@ def book_slots(
         naive UTC) in the tenant's zone, for the daily caps.
       rng: the randomness of gaps and rests (tests pass a seeded one).
     """
-    tenant_id = Instance.select(Instance.tenant).where(Instance.id == instance_id).scalar()
+    if not instance_ids:
+        return Booking(slots=[])
+    tenant_id = Instance.select(Instance.tenant).where(Instance.id == instance_ids[0]).scalar()
     tenant = locked(Tenant.select().where(Tenant.id == tenant_id)).get()
-    instance = locked(Instance.select().where(Instance.id == instance_id)).get()
-    pace = Pace.of(instance)
-    age_days = max(0, (now - instance.created_at).days)
-    instance_cap = daily_cap(cap=instance.daily_cap, warmup_days=instance.warmup_days, age_days=age_days)
-
-    slot = max(now, instance.next_slot_at or now)
-    sends_since_rest = instance.sends_since_rest
-    counts = {"instance": (instance.day_key, instance.day_count), "tenant": (tenant.day_key, tenant.day_count)}
+    lanes = [
+        _Lane(
+            instance=i, pace=Pace.of(i),
+            cap=daily_cap(cap=i.daily_cap, warmup_days=i.warmup_days, age_days=max(0, (now - i.created_at).days)),
+            slot=max(now, i.next_slot_at or now), sends_since_rest=i.sends_since_rest,
+            day_key=i.day_key, day_count=i.day_count,
+        )
+        for i in locked(Instance.select().where(Instance.id.in_(instance_ids)).order_by(Instance.id))
+    ]
+    tenant_day = (tenant.day_key, tenant.day_count)
     booking = Booking(slots=[])
-    while len(booking.slots) < limit and slot <= until:
-        day, next_midnight = local_day(slot)
-        key = day.isoformat()
-        for scope in counts:
-            if counts[scope][0] != key:
-                counts[scope] = (key, 0)
-        if (instance_cap and counts["instance"][1] >= instance_cap) or (
-            tenant.daily_cap and counts["tenant"][1] >= tenant.daily_cap
-        ):
-            booking.capped_until = next_midnight
+    open_lanes = list(lanes)
+    while len(booking.slots) < limit and open_lanes:
+        lane = min(open_lanes, key=lambda candidate: candidate.slot)
+        if lane.slot > until:
             break
-        booking.slots.append(slot)
-        counts = {scope: (k, n + 1) for scope, (k, n) in counts.items()}
-        gap, sends_since_rest = pace.gap(sends_since_rest=sends_since_rest, rng=rng)
-        slot += timedelta(seconds=gap)
+        day, next_midnight = local_day(lane.slot)
+        key = day.isoformat()
+        if lane.day_key != key:
+            lane.day_key, lane.day_count = key, 0
+        if tenant_day[0] != key:
+            tenant_day = (key, 0)
+        if (lane.cap and lane.day_count >= lane.cap) or (tenant.daily_cap and tenant_day[1] >= tenant.daily_cap):
+            booking.capped_until = min(booking.capped_until or next_midnight, next_midnight)
+            open_lanes.remove(lane)
+            continue
+        booking.slots.append((lane.slot, lane.instance.id))
+        lane.day_count += 1
+        tenant_day = (key, tenant_day[1] + 1)
+        gap, lane.sends_since_rest = lane.pace.gap(sends_since_rest=lane.sends_since_rest, rng=rng)
+        lane.slot += timedelta(seconds=gap)
 
+    if booking.capped_until and open_lanes:
+        booking.capped_until = None  # another instance can still send today
+    used = {instance_id for _, instance_id in booking.slots}
+    for lane in lanes:
+        if lane.instance.id in used:
+            Instance.update(
+                next_slot_at=lane.slot, sends_since_rest=lane.sends_since_rest, day_key=lane.day_key,
+                day_count=lane.day_count,
+            ).where(Instance.id == lane.instance.id).execute()
     if booking.slots:
-        Instance.update(
-            next_slot_at=slot, sends_since_rest=sends_since_rest,
-            day_key=counts["instance"][0], day_count=counts["instance"][1],
-        ).where(Instance.id == instance_id).execute()
-        Tenant.update(day_key=counts["tenant"][0], day_count=counts["tenant"][1]).where(Tenant.id == tenant_id).execute()
+        Tenant.update(day_key=tenant_day[0], day_count=tenant_day[1]).where(Tenant.id == tenant_id).execute()
     return booking
 
 

@@ -127,7 +127,6 @@ def plan_dispatch(
         until = window.until - timedelta(microseconds=1)  # a slot at the window's end is outside it
     local_day = windows.local_day(tenant.timezone)
     plan = DispatchPlan()
-    capped_until: list[datetime] = []
     with write_transaction():
         Queue.update(status=QueueStatus.PROCESSING, started_at=now, updated_at=now).where(
             (Queue.id == row.id) & (Queue.status == QueueStatus.PENDING)
@@ -146,19 +145,12 @@ def plan_dispatch(
                 skip_locked=True,
             ).tuples()
         ]
-        booked: list[tuple[int, int, datetime]] = []
-        remaining = due
-        for instance in instances:
-            if not remaining:
-                break
-            booking = pacing.book_slots(
-                instance.id, now=now, until=until, limit=len(remaining), local_day=local_day,
-                **({"rng": rng} if rng else {}),
-            )
-            if booking.capped_until:
-                capped_until.append(booking.capped_until)
-            booked.extend((contact_id, instance.id, slot) for contact_id, slot in zip(remaining, booking.slots))
-            remaining = remaining[len(booking.slots):]
+        booking = pacing.book_slots(
+            [i.id for i in instances], now=now, until=until, limit=len(due), local_day=local_day,
+            **({"rng": rng} if rng else {}),
+        )
+        booked = [(contact_id, instance_id, slot) for contact_id, (slot, instance_id) in zip(due, booking.slots)]
+        remaining = due[len(booked):]
         if booked:
             Contact.update(
                 status=ContactStatus.QUEUED,
@@ -169,10 +161,9 @@ def plan_dispatch(
             plan.sends = [(c, max(0.0, (s - now).total_seconds())) for c, _, s in booked]
 
     more_waiting = bool(remaining) or len(due) == batch_size
-    if remaining and not booked and len(capped_until) == len(instances):
-        # Every instance reached its daily cap: wait for the first to reset.
-        resume_at = min(capped_until)
-        _pause(row.id, kind=health.PAUSE_DAILY_CAP, reason=DAILY_CAP_REASON, resume_at=resume_at, now=now)
+    if remaining and not booked and booking.capped_until:
+        # Every instance (or the tenant) reached its daily cap: wait for midnight.
+        _pause(row.id, kind=health.PAUSE_DAILY_CAP, reason=DAILY_CAP_REASON, resume_at=booking.capped_until, now=now)
         return plan
     if more_waiting and booked:
         last_slot = max(s for _, _, s in booked)
@@ -252,14 +243,14 @@ def _rebook_retry(contact: Contact, *, now: datetime) -> SendReport | None:
         return SendReport(Outcome.DEFERRED, contact.id, queue_id, windows.OUTSIDE_HOURS_REASON)
     with write_transaction():
         booking = pacing.book_slots(
-            contact.instance_id, now=now, until=now + MAX_BROKER_DELAY, limit=1,
+            [contact.instance_id], now=now, until=now + MAX_BROKER_DELAY, limit=1,
             local_day=windows.local_day(contact.tenant.timezone),
         )
         if not booking.slots:
             # Capped for today, or the pace is booked far ahead: wait in the database.
             _give_back(contact, now=now, at=booking.capped_until or now + MAX_BROKER_DELAY)
             return SendReport(Outcome.DEFERRED, contact.id, queue_id, "no send slot soon")
-        slot = booking.slots[0]
+        slot, _ = booking.slots[0]
         if slot - now <= SLOT_TOLERANCE:
             return None
         Contact.update(status=ContactStatus.QUEUED, attempts=Contact.attempts - 1, slot_at=slot, updated_at=now).where(
@@ -316,18 +307,18 @@ def send_one(contact_id: int, *, now: datetime | None = None) -> SendReport:
 
 
 def _pass_floor(contact: Contact) -> datetime | None:
-    """Wait (briefly) until the instance's floor admits this send; returns the
-    moment it was admitted, or None when the wait would be long."""
+    """Wait (briefly, once) until the instance's floor admits this send;
+    returns the moment it was admitted, or None when it would wait long."""
     min_interval = pacing.Pace.of(contact.instance).min_interval
-    deadline = utcnow() + MAX_FLOOR_SLEEP
-    while True:
+    for _ in range(2):
         now = utcnow()
         wait = pacing.admit(contact.instance_id, min_interval=min_interval, now=now)
         if wait == 0:
             return now
-        if now + timedelta(seconds=wait) > deadline:
+        if wait > MAX_FLOOR_SLEEP.total_seconds():
             return None
         time.sleep(wait)
+    return None
 
 
 def _requeue(contact: Contact, *, delay: float, now: datetime) -> SendReport:
