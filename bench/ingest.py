@@ -510,7 +510,7 @@ def main() -> None:
 
             settings = Settings(database_url=url)
             # No broker: the queue's first dispatch is not part of the ingest.
-            client = create_app(settings, start_queue=lambda queue_id: None).test_client()
+            client = create_app(settings, start_queue=lambda queue_id: None, enqueue_callbacks=lambda ids: None).test_client()
             contacts = build_contacts(CONTACTS, today=today_in(setup.tenant.timezone), rng=random.Random(SEED))
             # An untimed full request first: the first request of a process
             # pays one-off costs (phonenumbers loads its metadata, templates

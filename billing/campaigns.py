@@ -13,11 +13,12 @@ from datetime import datetime
 
 import peewee
 
-from billing import pacing, windows
+from billing import callbacks, pacing, windows
 from billing.clock import utcnow
 from billing.db import database, is_postgres, write_transaction
 from billing.duedates import InvalidDate, due_variables, parse_date, today_in
 from billing.errors import DuplicateCampaign, InvalidRequest, PayloadTooLarge
+from billing.inbound import OPTED_OUT_REASON, opted_out_phones
 from billing.models import Campaign, Contact, Queue, Tenant, Variation
 from billing.money import InvalidAmount, format_brl
 from billing.phones import InvalidPhone, normalize_phone
@@ -154,10 +155,13 @@ def create_campaign(
     if not variations:
         raise InvalidRequest(f"tenant has no active '{template_type}' template with variations")
 
+    if body.callback_url:
+        callbacks.check_url(body.callback_url, allow_private=tenant.allow_private_callbacks)
     now = now or utcnow()
     renderer = _Renderer(variations, strategy=template.strategy)
     today = today_in(tenant.timezone, now=now)
     rows, rejected = _render_contacts(body, renderer=renderer, today=today, now=now)
+    rows = _mark_opted_out(tenant.id, rows, now=now)
     accepted = len(rows) - len(rejected)
     if accepted == 0:
         raise InvalidRequest(
@@ -241,6 +245,18 @@ def _render_contacts(body: SendRequest, *, renderer: _Renderer, today, now) -> t
         # are derived again whenever needed, which keeps the rows small.
         rows.append((index, name, phone, data, message, variation.id, ContactStatus.PENDING, "", None))
     return rows, rejected
+
+
+def _mark_opted_out(tenant_id: int, rows: list[tuple], *, now) -> list[tuple]:
+    """Contacts whose phone asked this tenant to stop end opted_out, unsent."""
+    pending = [row[2] for row in rows if row[6] == ContactStatus.PENDING]
+    opted = opted_out_phones(tenant_id, pending)
+    if not opted:
+        return rows
+    return [
+        (*row[:6], ContactStatus.OPTED_OUT, OPTED_OUT_REASON, now) if row[6] == ContactStatus.PENDING and row[2] in opted else row
+        for row in rows
+    ]
 
 
 class _Reject(ValueError):

@@ -62,6 +62,12 @@ class Tenant(BaseModel):
     recipient_timezone = peewee.BooleanField(default=False)
     #: Messages per local day across all instances; 0 means no cap.
     daily_cap = peewee.IntegerField(default=0)
+    #: Standard Webhooks secret (whsec_...) that signs the callbacks we send.
+    callback_secret = peewee.CharField(max_length=100, default="")
+    #: Allow callback URLs on loopback/private/link-local addresses (SSRF guard off).
+    allow_private_callbacks = peewee.BooleanField(default=False)
+    #: Answer a "how do I pay" reply with the contact's PIX code or link.
+    auto_reply = peewee.BooleanField(default=False)
     day_key = peewee.CharField(max_length=10, default="")
     day_count = peewee.IntegerField(default=0)
     settings = JSONField(default=dict)
@@ -135,6 +141,9 @@ class Instance(BaseModel):
     sends_since_rest = peewee.IntegerField(default=0)
     day_key = peewee.CharField(max_length=10, default="")
     day_count = peewee.IntegerField(default=0)
+    #: Authenticates the gateway's webhooks: in the URL path (Evolution) or
+    #: as the HMAC key (WAHA).
+    webhook_secret = peewee.CharField(max_length=100, default="")
     health = peewee.CharField(max_length=20, default="unknown")
     health_checked_at = peewee.DateTimeField(null=True)
     is_active = peewee.BooleanField(default=True)
@@ -227,6 +236,7 @@ class Contact(BaseModel):
             (("queue", "status"), False),
             (("campaign", "position"), False),
             (("tenant", "phone"), False),
+            (("provider_message_id",), False),
         )
 
 
@@ -238,6 +248,83 @@ class Event(BaseModel):
     kind = peewee.CharField(max_length=40)
     detail = JSONField(default=dict)
     created_at = peewee.DateTimeField(default=utcnow)
+
+
+class InboundMessage(BaseModel):
+    """A message a customer sent us, kept whether or not it matched a contact."""
+
+    id = peewee.BigAutoField()
+    tenant = peewee.ForeignKeyField(Tenant, on_delete="CASCADE")
+    instance = peewee.ForeignKeyField(Instance, null=True, on_delete="SET NULL")
+    provider_message_id = peewee.CharField(max_length=255)
+    chat_id = peewee.CharField(max_length=120, default="")
+    phone = peewee.CharField(max_length=64, default="")
+    text = peewee.TextField(default="")
+    intent = peewee.CharField(max_length=20, default="")
+    contact = peewee.ForeignKeyField(Contact, null=True, on_delete="SET NULL")
+    received_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        # Gateways retry webhooks: the same message must be stored once.
+        indexes = ((("instance", "provider_message_id"), True), (("tenant", "phone"), False))
+
+
+class OptOut(BaseModel):
+    """A phone that asked a tenant to stop: never sent to again until it opts back in."""
+
+    tenant = peewee.ForeignKeyField(Tenant, on_delete="CASCADE")
+    phone = peewee.CharField(max_length=64)
+    reason = peewee.TextField(default="")
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("tenant", "phone"), True),)
+
+
+class CallbackDelivery(BaseModel):
+    """One event for the caller's callback_url, delivered until it is
+    accepted, given up on, or its endpoint disabled. The row is written in the
+    same transaction as the change it reports (an outbox), so no event is lost
+    between a commit and the broker."""
+
+    id = peewee.CharField(max_length=40, primary_key=True)  # the webhook-id, stable across retries
+    tenant = peewee.ForeignKeyField(Tenant, on_delete="CASCADE")
+    campaign = peewee.ForeignKeyField(Campaign, null=True, on_delete="CASCADE")
+    url = peewee.CharField(max_length=2000)
+    event = peewee.CharField(max_length=40)
+    payload = JSONField(default=dict)
+    status = peewee.CharField(max_length=20, default="pending")
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.DateTimeField(default=utcnow)
+    last_status_code = peewee.IntegerField(null=True)
+    last_error = peewee.TextField(default="")
+    created_at = peewee.DateTimeField(default=utcnow)
+    delivered_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("status", "next_attempt_at"), False), (("tenant", "created_at"), False))
+
+
+class CallbackAttempt(BaseModel):
+    """Every try of a delivery, for ``billing callbacks show``."""
+
+    id = peewee.BigAutoField()
+    delivery = peewee.ForeignKeyField(CallbackDelivery, backref="tries", on_delete="CASCADE")
+    attempted_at = peewee.DateTimeField(default=utcnow)
+    status_code = peewee.IntegerField(null=True)
+    error = peewee.TextField(default="")
+    duration_ms = peewee.IntegerField(default=0)
+
+
+class DisabledEndpoint(BaseModel):
+    """A callback URL that answered 410 Gone: nothing more is sent to it."""
+
+    tenant = peewee.ForeignKeyField(Tenant, on_delete="CASCADE")
+    url = peewee.CharField(max_length=2000)
+    disabled_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("tenant", "url"), True),)
 
 
 class SandboxMessage(BaseModel):
@@ -255,5 +342,6 @@ class SandboxMessage(BaseModel):
 
 #: Every table, in creation order (parents before children).
 ALL_MODELS = (
-    Tenant, ApiKey, Template, Variation, Instance, WhatsappNumber, Campaign, Queue, Contact, Event, SandboxMessage,
+    Tenant, ApiKey, Template, Variation, Instance, WhatsappNumber, Campaign, Queue, Contact, Event,
+    InboundMessage, OptOut, CallbackDelivery, CallbackAttempt, DisabledEndpoint, SandboxMessage,
 )

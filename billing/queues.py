@@ -13,7 +13,7 @@ from peewee import fn
 from billing.clock import as_utc_iso, utcnow
 from billing.db import write_transaction
 from billing.errors import Conflict, NotFound
-from billing import pacing, windows
+from billing import callbacks, pacing, windows
 from billing.models import Campaign, Contact, Queue, Tenant
 from billing.states import ContactStatus, QueueStatus
 
@@ -172,15 +172,24 @@ def cancel(queue: Queue) -> bool:
     raise Conflict(f"queue is {current.status}; it cannot be cancelled")
 
 
-def complete_if_done(queue_id) -> bool:
-    """Mark a running queue completed once no contact is open. One statement,
-    safe to call from every send."""
+def complete_if_done(queue_id) -> list[str]:
+    """Mark a running queue completed once no contact is open (one statement,
+    safe to call from every send), and emit ``queue.completed``.
+
+    Returns:
+      The callback deliveries to hand to the broker.
+    """
     now = utcnow()
     still_open = Contact.select(Contact.id).where(
         (Contact.queue == queue_id) & Contact.status.in_(ContactStatus.OPEN)
     )
-    return bool(
-        Queue.update(status=QueueStatus.COMPLETED, completed_at=now, updated_at=now)
-        .where((Queue.id == queue_id) & Queue.status.in_(QueueStatus.RUNNING) & ~fn.EXISTS(still_open))
-        .execute()
-    )
+    with write_transaction():
+        completed = (
+            Queue.update(status=QueueStatus.COMPLETED, completed_at=now, updated_at=now)
+            .where((Queue.id == queue_id) & Queue.status.in_(QueueStatus.RUNNING) & ~fn.EXISTS(still_open))
+            .execute()
+        )
+        if not completed:
+            return []
+        delivery = callbacks.emit_queue_completed(queue_id, queue_status(Queue.get_by_id(queue_id)), now=now)
+    return [delivery] if delivery else []

@@ -7,12 +7,14 @@ dispatch and the send claim are idempotent.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from billing import health
+from billing import callbacks, health
 from billing.clock import utcnow
 from billing.db import write_transaction
 from billing.models import Contact, Instance, Queue
+from billing.queues import complete_if_done
 from billing.states import ContactStatus, QueueStatus
 
 #: A booked contact whose slot passed this long ago without a worker claiming
@@ -89,10 +91,32 @@ def queues_with_due_work(*, now: datetime | None = None) -> list[str]:
     return [str(q.id) for q in Queue.select(Queue.id).where(Queue.status.in_(QueueStatus.RUNNING) & Queue.id.in_(due))]
 
 
-def recover(*, now: datetime | None = None, claim_timeout: timedelta = DEFAULT_CLAIM_TIMEOUT) -> list[str]:
-    """One recovery pass; returns the queue ids to dispatch."""
+def complete_finished_queues() -> list[str]:
+    """Complete running queues with no open contact left (their last contacts
+    ended by an opt-out or a cancel rather than a send). Returns callback ids."""
+    still_open = Contact.select(Contact.queue).where(Contact.status.in_(ContactStatus.OPEN))
+    deliveries: list[str] = []
+    for queue in Queue.select(Queue.id).where(Queue.status.in_(QueueStatus.RUNNING) & ~Queue.id.in_(still_open)):
+        deliveries += complete_if_done(queue.id)
+    return deliveries
+
+
+@dataclass
+class Recovered:
+    """Queue ids to dispatch and callback deliveries to enqueue."""
+
+    queues: list[str]
+    callbacks: list[str]
+
+
+def recover(*, now: datetime | None = None, claim_timeout: timedelta = DEFAULT_CLAIM_TIMEOUT) -> Recovered:
+    """One recovery pass."""
     now = now or utcnow()
     release_lost_bookings(now=now)
     release_stuck_claims(now=now, timeout=claim_timeout)
     resumed = resume_due_pauses(now=now)
-    return list(dict.fromkeys(resumed + queues_with_due_work(now=now)))
+    finished = complete_finished_queues()
+    return Recovered(
+        queues=list(dict.fromkeys(resumed + queues_with_due_work(now=now))),
+        callbacks=finished + callbacks.due(now=now),
+    )

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 import structlog
 from peewee import Case
 
-from billing import health, numbers, pacing, windows
+from billing import callbacks, health, numbers, pacing, windows
 from billing.clock import utcnow
 from billing.db import locked, write_transaction
 from billing.models import Campaign, Contact, Event, Instance, Queue, Tenant
@@ -71,10 +71,12 @@ class DispatchPlan:
     Parameters:
       sends: (contact id, delay in seconds) to enqueue as send_contact.
       next_dispatch_in: seconds until dispatch should run again, or None.
+      callbacks: callback deliveries to hand to the broker.
     """
 
     sends: list[tuple[int, float]] = field(default_factory=list)
     next_dispatch_in: float | None = None
+    callbacks: list[str] = field(default_factory=list)
 
 
 def _pause(queue_id, *, kind: str, reason: str, resume_at: datetime | None, now: datetime, status=QueueStatus.PAUSED) -> None:
@@ -173,7 +175,7 @@ def plan_dispatch(
         # or the window is about to close: look again soon.
         plan.next_dispatch_in = min(horizon.total_seconds() / 2, max(0.0, (until - now).total_seconds()) + 1)
     elif not booked:
-        complete_if_done(row.id)
+        plan.callbacks = complete_if_done(row.id)
     return plan
 
 
@@ -193,6 +195,8 @@ class SendReport:
     queue_id: str = ""
     reason: str = ""
     delay: float = 0.0
+    #: Callback deliveries to hand to the broker (their rows are committed).
+    callbacks: list[str] = field(default_factory=list)
 
 
 def claim(contact_id: int, *, now: datetime) -> bool:
@@ -302,8 +306,10 @@ def send_one(contact_id: int, *, now: datetime | None = None) -> SendReport:
             detail={"provider_message_id": result.provider_message_id, "instance": contact.instance.name},
             created_at=done_at,
         )
-    complete_if_done(contact.queue_id)
-    return SendReport(Outcome.SENT, contact.id, queue_id)
+        delivery = callbacks.emit_for_contact(contact.id, "sent", now=done_at)
+    report = SendReport(Outcome.SENT, contact.id, queue_id)
+    report.callbacks = [d for d in [delivery] if d] + complete_if_done(contact.queue_id)
+    return report
 
 
 def _pass_floor(contact: Contact) -> datetime | None:
@@ -361,9 +367,11 @@ def _record_failure(contact: Contact, error: GatewayError, *, queue_id: str) -> 
             detail={"reason": error.reason, "attempt": contact.attempts, "transient": error.transient},
             created_at=now,
         )
+        delivery = callbacks.emit_for_contact(contact.id, "failed", now=now) if final else None
     if final:
-        complete_if_done(contact.queue_id)
-        return SendReport(Outcome.FAILED, contact.id, queue_id, error.reason)
+        report = SendReport(Outcome.FAILED, contact.id, queue_id, error.reason)
+        report.callbacks = [d for d in [delivery] if d] + complete_if_done(contact.queue_id)
+        return report
     if quick:
         return SendReport(Outcome.RETRY, contact.id, queue_id, error.reason)
     return SendReport(Outcome.DEFERRED, contact.id, queue_id, error.reason)

@@ -1,11 +1,13 @@
 """Tenants (the businesses that send) and their WhatsApp instances."""
 from __future__ import annotations
 
+import secrets
 from datetime import date
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import peewee
 
+from billing import signing
 from billing.db import write_transaction
 from billing.errors import Conflict, InvalidRequest, NotFound
 from billing.hours import InvalidSchedule, parse_holidays, parse_hours
@@ -39,7 +41,7 @@ def create_tenant(name: str, *, timezone: str = DEFAULT_TIMEZONE, **settings) ->
     with write_transaction():
         if Tenant.get_or_none(Tenant.name == name) is not None:
             raise Conflict(f"tenant '{name}' already exists")
-        tenant = Tenant.create(name=name, timezone=check_timezone(timezone))
+        tenant = Tenant.create(name=name, timezone=check_timezone(timezone), callback_secret=signing.generate_secret())
         return update_tenant(tenant, **settings)
 
 
@@ -85,7 +87,10 @@ def create_instance(
         raise InvalidRequest("instance name is empty")
     if provider != "sandbox" and not url:
         raise InvalidRequest(f"a {provider} instance needs --url")
-    fields = dict(tenant=tenant, name=name, provider=provider, url=url.rstrip("/"), token=token, options=options or {})
+    fields = dict(
+        tenant=tenant, name=name, provider=provider, url=url.rstrip("/"), token=token, options=options or {},
+        webhook_secret=secrets.token_urlsafe(WEBHOOK_SECRET_BYTES),
+    )
     if messages_per_minute is not None:
         fields["messages_per_minute"] = check_rate(messages_per_minute)
     with write_transaction():
@@ -104,6 +109,9 @@ def sending_instances(tenant_id: int) -> list[Instance]:
         .order_by(Instance.messages_per_minute.desc(), Instance.id)
     )
 
+
+#: Random bytes of an instance's webhook secret.
+WEBHOOK_SECRET_BYTES = 24
 
 #: Bounds of the tenant's max_attempts setting.
 MAX_ATTEMPTS_RANGE = (1, 20)
@@ -148,7 +156,7 @@ def update_tenant(tenant: Tenant, **changes) -> Tenant:
                 fields[key] = "none" if country is None else "-".join(p for p in (country, subdivision) if p)
             elif key == "extra_holidays":
                 fields[key] = sorted({_iso_date(d) for d in value})
-            elif key == "recipient_timezone":
+            elif key in ("recipient_timezone", "allow_private_callbacks", "auto_reply"):
                 fields[key] = bool(value)
             elif key == "daily_cap":
                 fields[key] = _non_negative_int(value, name="daily cap")

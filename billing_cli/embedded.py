@@ -49,8 +49,10 @@ def run_embedded(*, host: str | None, port: int | None) -> None:
 
     worker = dramatiq.Worker(tasks.broker, worker_threads=settings.worker_threads)
     worker.start()
-    for queue_id in recovery.recover():
+    found = recovery.recover()
+    for queue_id in found.queues:
         tasks.dispatch.send(queue_id)
+    tasks.enqueue_callbacks(found.callbacks)
     scheduler = build_scheduler(blocking=False, settings=settings)
     if leads:
         scheduler.start()

@@ -17,6 +17,11 @@ configure_logging(log_format=settings.log_format, level=settings.log_level)
 connect(settings.database_url)
 broker = build_broker(settings)
 
-from tasks.actors import check_instance, dispatch, recover, send_contact, start_queue  # noqa: E402  (actors need the broker first)
+from tasks.actors import (  # noqa: E402  (actors need the broker first)
+    check_instance, deliver_callback, dispatch, enqueue_callbacks, recover, send_contact, start_queue,
+)
 
-__all__ = ["broker", "check_instance", "dispatch", "recover", "send_contact", "settings", "start_queue"]
+__all__ = [
+    "broker", "check_instance", "deliver_callback", "dispatch", "enqueue_callbacks", "recover", "send_contact",
+    "settings", "start_queue",
+]

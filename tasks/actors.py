@@ -11,7 +11,7 @@ import dramatiq
 import structlog
 from peewee import InterfaceError, OperationalError
 
-from billing import health, recovery, sending
+from billing import callbacks, health, recovery, sending
 from billing.config import Settings
 from billing.models import Instance
 from billing.providers import gateway_for
@@ -22,6 +22,8 @@ DISPATCH_QUEUE = "dispatch"
 SEND_QUEUE = "send"
 #: Scheduler-driven work (recovery, health checks), off the hot queues.
 MAINTENANCE_QUEUE = "maintenance"
+#: Deliveries to callers' endpoints: slow receivers never hold up sends.
+CALLBACKS_QUEUE = "callbacks"
 
 #: Retries of one message at most, whatever the cause, so a bug cannot loop
 #: forever; stuck contacts are found again by the scheduler's recovery.
@@ -55,6 +57,7 @@ def dispatch(queue_id: str) -> None:
     )
     for contact_id, delay in plan.sends:
         send_contact.send_with_options(args=(contact_id,), delay=int(delay * 1000))
+    enqueue_callbacks(plan.callbacks)
     if plan.next_dispatch_in is not None:
         dispatch.send_with_options(args=(queue_id,), delay=int(plan.next_dispatch_in * 1000))
     if plan.sends:
@@ -74,6 +77,7 @@ def dispatch(queue_id: str) -> None:
 def send_contact(contact_id: int) -> None:
     """Send one contact's message (idempotent: a second delivery does nothing)."""
     report = sending.send_one(contact_id)
+    enqueue_callbacks(report.callbacks)
     if report.outcome is sending.Outcome.SKIPPED:
         return
     log.info("send", contact_id=contact_id, queue_id=report.queue_id, outcome=report.outcome.value, reason=report.reason)
@@ -90,11 +94,12 @@ def send_contact(contact_id: int) -> None:
 @dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=0)
 def recover() -> None:
     """Find lost or stuck work and the pauses whose time is over; dispatch them."""
-    queue_ids = recovery.recover(claim_timeout=timedelta(seconds=_settings.claim_timeout_seconds))
-    for queue_id in queue_ids:
+    found = recovery.recover(claim_timeout=timedelta(seconds=_settings.claim_timeout_seconds))
+    for queue_id in found.queues:
         dispatch.send(queue_id)
-    if queue_ids:
-        log.info("recovered", dispatched=len(queue_ids))
+    enqueue_callbacks(found.callbacks)
+    if found.queues or found.callbacks:
+        log.info("recovered", dispatched=len(found.queues), callbacks=len(found.callbacks))
 
 
 @dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=60_000)
@@ -110,6 +115,20 @@ def check_instance(instance_id: int) -> None:
         state = health.DOWN
     for queue_id in health.record_state(instance_id, state):
         dispatch.send(queue_id)
+
+
+@dramatiq.actor(queue_name=CALLBACKS_QUEUE, retry_when=_retry_when, min_backoff=1_000, max_backoff=60_000, time_limit=60_000)
+def deliver_callback(delivery_id: str) -> None:
+    """POST one signed event to the caller; schedule the next try if it failed."""
+    report = callbacks.deliver(delivery_id)
+    if report.retry_in is not None:
+        deliver_callback.send_with_options(args=(delivery_id,), delay=int(report.retry_in * 1000))
+
+
+def enqueue_callbacks(delivery_ids) -> None:
+    """Hand committed callback deliveries to the broker."""
+    for delivery_id in delivery_ids:
+        deliver_callback.send(delivery_id)
 
 
 def start_queue(queue_id: str) -> None:

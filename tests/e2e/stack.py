@@ -2,8 +2,12 @@
 
 Two stacks:
 - embedded: ``billing run`` on a SQLite file (StubBroker and worker inside);
-- production: gunicorn (2 workers) + ``dramatiq tasks`` (2 processes) +
-  ``billing scheduler`` on PostgreSQL and RabbitMQ.
+- production: gunicorn (2 workers) + ``dramatiq tasks`` (2 processes by
+  default) + ``billing scheduler`` on PostgreSQL and RabbitMQ.
+
+The worker's processes and threads and any extra environment (intervals,
+timeouts, backoffs) are configurable, and single processes can be started,
+stopped or killed, for tests of the sending discipline under failures.
 """
 from __future__ import annotations
 
@@ -12,10 +16,12 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import requests
 
@@ -23,13 +29,23 @@ BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Dramatiq's queues (and their delay/dead-letter twins) purged before a run,
-#: so messages of an earlier run cannot touch this one.
-BROKER_QUEUES = ("dispatch", "send")
+#: so messages of an earlier run cannot touch this one. ``maintenance`` carries
+#: the scheduler's recover/check_instance messages (instance ids of another
+#: database would be checked otherwise).
+BROKER_QUEUES = ("dispatch", "send", "maintenance")
 
 STARTUP_TIMEOUT = 30
 
 #: The scheduler's recovery runs this often in tests (30 s by default).
 RECOVERY_INTERVAL_SECONDS = 2
+
+#: How long a process gets to stop on SIGTERM before it is killed.
+STOP_TIMEOUT = 20
+
+#: Poll period of the wait helpers.
+POLL_SECONDS = 0.2
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -39,6 +55,8 @@ def free_port() -> int:
 
 
 def purge_rabbitmq(url: str) -> None:
+    """Delete the broker's queues (run while no worker consumes them; a worker
+    declares them again when it starts)."""
     import pika
 
     connection = pika.BlockingConnection(pika.URLParameters(url))
@@ -54,20 +72,61 @@ def purge_rabbitmq(url: str) -> None:
         connection.close()
 
 
-class Stack:
-    """Processes of one deployment, plus helpers to drive and inspect it."""
+def wait_until(check: Callable[[], T], *, timeout: float, message: str | Callable[[], str] = "condition not met",
+               interval: float = POLL_SECONDS) -> T:
+    """Call ``check`` until it returns something truthy (returned), or fail
+    after ``timeout`` seconds with ``message`` (a callable is called then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"after {timeout:g}s: {message() if callable(message) else message}")
+        time.sleep(interval)
 
-    def __init__(self, *, kind: str, env: dict, workdir: Path) -> None:
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - a group we may not signal is not ours
+        return False
+    return True
+
+
+class Stack:
+    """Processes of one deployment, plus helpers to drive and inspect it.
+
+    Parameters:
+      kind: ``embedded`` or ``production``.
+      env: DATABASE_URL, BROKER_URL and whatever else the processes need.
+      workdir: where processes run and write their logs (``<name>.log``).
+      worker_processes, worker_threads: ``dramatiq tasks --processes/--threads``.
+      extra_env: applied last (overrides the test defaults, e.g.
+        RECOVERY_INTERVAL_SECONDS or HEALTH_INTERVAL_SECONDS).
+    """
+
+    def __init__(self, *, kind: str, env: dict, workdir: Path, worker_processes: int = 2, worker_threads: int = 4,
+                 extra_env: dict | None = None) -> None:
         self.kind = kind
         self.env = {**os.environ, **env, "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
                     "RECOVERY_INTERVAL_SECONDS": str(RECOVERY_INTERVAL_SECONDS)}
+        self.env.update({name: str(value) for name, value in (extra_env or {}).items()})
         self.workdir = workdir
+        self.worker_processes = worker_processes
+        self.worker_threads = worker_threads
         self.processes: dict[str, subprocess.Popen] = {}
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         # No keep-alive session: gunicorn closes idle connections after a couple
         # of seconds, and a request racing that close gets a reset.
         self.session = requests
+
+    @property
+    def database_url(self) -> str:
+        return self.env["DATABASE_URL"]
 
     # --- CLI -------------------------------------------------------------
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -78,18 +137,26 @@ class Stack:
             raise AssertionError(f"billing {' '.join(args)} failed ({result.returncode}): {result.stderr}")
         return result
 
-    def create_tenant(self, name: str, *, messages_per_minute: float) -> str:
-        """Tenant + templates + sandbox instance + key, through the CLI; returns the key."""
-        self.cli("tenant", "create", name, "--business-hours", "always", "--holidays", "none")
+    def create_templates(self, tenant: str) -> None:
+        """The overdue template the e2e tests post against (three variations)."""
         self.cli(
-            "template", "create", "--tenant", name, "--type", "overdue", "--name", "padrao", "--strategy", "sequential",
+            "template", "create", "--tenant", tenant, "--type", "overdue", "--name", "padrao", "--strategy", "sequential",
             "--variation", "Olá {{nome_cliente}}, sua fatura de {{valor}} venceu há {{dias_atraso}} dias.",
             "--variation", "Oi {{nome_cliente}}! Consta em aberto {{valor}} (vencimento {{data_vencimento}}).",
             "--variation", "{{nome_cliente}}, lembrete: {{valor}} vencido em {{data_vencimento}}.{{#if codigo_pix}} PIX: {{codigo_pix}}{{/if}}",
         )
+
+    def create_key(self, tenant: str) -> str:
+        """A new API key of ``tenant`` (the last line ``apikey create`` prints)."""
+        return self.cli("apikey", "create", "--tenant", tenant).stdout.strip().splitlines()[-1]
+
+    def create_tenant(self, name: str, *, messages_per_minute: float) -> str:
+        """Tenant + templates + sandbox instance + key, through the CLI; returns the key."""
+        self.cli("tenant", "create", name, "--business-hours", "always", "--holidays", "none")
+        self.create_templates(name)
         self.cli("instance", "create", "--tenant", name, "--provider", "sandbox", "--name", "sandbox",
                  "--messages-per-minute", str(messages_per_minute))
-        return self.cli("apikey", "create", "--tenant", name).stdout.strip().splitlines()[-1]
+        return self.create_key(name)
 
     def python(self, code: str) -> subprocess.CompletedProcess:
         """Run ``code`` in a fresh interpreter with the stack's environment
@@ -107,6 +174,30 @@ class Stack:
         """How many sandbox messages each contact id got."""
         return collections.Counter(message["contact_id"] for message in self.outbox())
 
+    # --- database --------------------------------------------------------
+    def sql(self, query: str, params: tuple = ()) -> list[tuple]:
+        """Run one statement on the stack's database (``%s`` placeholders);
+        returns its rows ([] for statements without a result). Committed."""
+        url = self.database_url
+        if url.startswith("sqlite"):
+            conn = sqlite3.connect(url.split(":///", 1)[1], timeout=30)
+            try:
+                cursor = conn.execute(query.replace("%s", "?"), params)
+                rows = cursor.fetchall()
+                conn.commit()
+                return rows
+            finally:
+                conn.close()
+        import psycopg2
+
+        conn = psycopg2.connect(url)
+        try:
+            with conn, conn.cursor() as cursor:
+                cursor.execute(query, params)
+                return cursor.fetchall() if cursor.description else []
+        finally:
+            conn.close()
+
     # --- processes -----------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "w")
@@ -122,11 +213,42 @@ class Stack:
             self._spawn("web", [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
                                 "--threads", "4", "web:create_app()"])
             self.start_worker()
-            self._spawn("scheduler", [str(BIN / "billing"), "scheduler"])
+            self.start_scheduler()
         self.wait_healthy()
 
-    def start_worker(self, name: str = "worker") -> None:
-        self._spawn(name, [str(BIN / "dramatiq"), "tasks", "--processes", "2", "--threads", "4"])
+    def start_worker(self, name: str = "worker", *, processes: int | None = None, threads: int | None = None) -> None:
+        """``dramatiq tasks`` (every queue) as process ``name``."""
+        self._spawn(name, [str(BIN / "dramatiq"), "tasks",
+                           "--processes", str(processes or self.worker_processes),
+                           "--threads", str(threads or self.worker_threads)])
+
+    def start_scheduler(self, name: str = "scheduler") -> None:
+        """``billing scheduler`` as process ``name`` (a second one stands by)."""
+        self._spawn(name, [str(BIN / "billing"), "scheduler"])
+
+    def alive(self, name: str) -> bool:
+        return name in self.processes and self.processes[name].poll() is None
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, *, timeout: float = STOP_TIMEOUT) -> None:
+        """Send ``sig`` to process ``name``'s whole group (a dramatiq master and
+        its worker processes) and wait until the group is gone."""
+        process = self.processes[name]
+        if _group_alive(process.pid):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        deadline = time.monotonic() + timeout
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def stop_process(self, name: str) -> None:
+        """Stop process ``name`` gracefully (SIGTERM, then SIGKILL after STOP_TIMEOUT)."""
+        self.kill(name, signal.SIGTERM)
 
     def wait_healthy(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -146,16 +268,37 @@ class Stack:
         path = self.workdir / f"{name}.log"
         return path.read_text()[-4000:] if path.exists() else ""
 
+    def log_lines(self, name: str) -> list[dict]:
+        """The JSON log lines process ``name`` wrote so far."""
+        path = self.workdir / f"{name}.log"
+        lines = []
+        for line in (path.read_text().splitlines() if path.exists() else ()):
+            try:
+                parsed = json.loads(line)
+            except ValueError:  # banner, plain logging, or a line still being written
+                continue
+            if isinstance(parsed, dict):
+                lines.append(parsed)
+        return lines
+
+    def logs(self) -> str:
+        """The tail of every process's log (for failure messages)."""
+        return "\n".join(f"--- {name}\n{self.log(name)}" for name in self.processes)
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
         for name, process in self.processes.items():
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+            # Children of a leader that died (a dramatiq worker process whose
+            # master was killed) would outlive the stack.
+            if _group_alive(process.pid):
+                os.killpg(process.pid, signal.SIGKILL)
         self.processes.clear()
 
     # --- API -------------------------------------------------------------
@@ -166,14 +309,7 @@ class Stack:
     def worker_log_lines(self) -> list[dict]:
         """JSON log lines of the processes that run actors."""
         names = ["run"] if self.kind == "embedded" else [n for n in self.processes if n.startswith("worker")]
-        lines = []
-        for name in names:
-            for line in (self.workdir / f"{name}.log").read_text().splitlines():
-                try:
-                    lines.append(json.loads(line))
-                except ValueError:  # banner, plain logging, or a line still being written
-                    continue
-        return lines
+        return [line for name in names for line in self.log_lines(name)]
 
     def get(self, path: str, *, key: str) -> requests.Response:
         return self.session.get(f"{self.base_url}/api/v1/billing/{path}", headers={"X-Billing-API-Key": key}, timeout=30)
@@ -183,6 +319,18 @@ class Stack:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def contacts(self, campaign_id: str, *, key: str) -> list[dict]:
+        """Every contact of a campaign through the contacts API, in request order."""
+        results, page = [], 1
+        while True:
+            response = self.get(f"campaign/{campaign_id}/contacts?page={page}&page_size=1000", key=key)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            results.extend(body["results"])
+            if page >= body["pages"]:
+                return results
+            page += 1
+
     def wait_for(self, queue_id: str, *, key: str, statuses=("completed",), timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
         status = {}
@@ -191,5 +339,4 @@ class Stack:
             if status["status"] in statuses:
                 return status
             time.sleep(0.3)
-        logs = "\n".join(f"--- {name}\n{self.log(name)}" for name in self.processes)
-        raise AssertionError(f"queue still {status.get('status')} after {timeout}s: {status}\n{logs}")
+        raise AssertionError(f"queue still {status.get('status')} after {timeout}s: {status}\n{self.logs()}")

@@ -40,7 +40,8 @@ STATUS_FIELDS = {
 @pytest.fixture
 def api(db):
     started: list[str] = []
-    app = create_app(Settings(database_url=db, max_contacts_per_request=50), start_queue=started.append)
+    app = create_app(Settings(database_url=db, max_contacts_per_request=50), start_queue=started.append,
+                     enqueue_callbacks=lambda ids: None)
     setup = make_tenant()
     client = app.test_client()
     client.started = started

@@ -1,0 +1,168 @@
+"""What the gateways tell us: acks, connection changes and customers' replies.
+
+Every handler is idempotent, because gateways retry webhooks (Evolution up to
+10 times, WAHA 15): acks only move a contact forward (sent -> delivered ->
+read), whatever order they arrive in; an inbound message is stored once per
+gateway message id; a connection state is a state, not a toggle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import peewee
+import structlog
+
+from billing import callbacks, health, replies
+from billing.clock import utcnow
+from billing.db import write_transaction
+from billing.models import Contact, Event, InboundMessage, Instance, OptOut, WhatsappNumber
+from billing.providers.base import ACK_DELIVERED, ACK_FAILED, ACK_READ, AckEvent, ConnectionEvent
+from billing.providers.base import InboundMessage as InboundEvent
+from billing.states import ContactStatus
+
+log = structlog.get_logger(__name__)
+
+#: Intent recorded when a customer asks to receive messages again.
+OPT_IN = "opt_in"
+
+#: The contact's reason when a phone opted out.
+OPTED_OUT_REASON = "opted out"
+
+#: Statuses an ack may move a contact from, per ack (never backwards).
+ACK_MOVES = {
+    ACK_DELIVERED: ((ContactStatus.SENT,), ContactStatus.DELIVERED, "delivered_at"),
+    ACK_READ: ((ContactStatus.SENT, ContactStatus.DELIVERED), ContactStatus.READ, "read_at"),
+    ACK_FAILED: ((ContactStatus.SENT,), ContactStatus.FAILED, "finished_at"),
+}
+
+
+@dataclass
+class Handled:
+    """What a webhook caused that the caller must hand to the broker.
+
+    Parameters:
+      callbacks: callback deliveries to enqueue.
+      resumed_queues: queues to dispatch (their instance came back).
+      events: how many events the body carried.
+    """
+
+    callbacks: list[str] = field(default_factory=list)
+    resumed_queues: list[str] = field(default_factory=list)
+    events: int = 0
+
+
+def handle(instance: Instance, events: list, *, now: datetime | None = None) -> Handled:
+    """Apply the events one webhook body carried."""
+    now = now or utcnow()
+    handled = Handled(events=len(events))
+    for event in events:
+        if isinstance(event, AckEvent):
+            handled.callbacks += apply_ack(instance, event, now=now)
+        elif isinstance(event, ConnectionEvent):
+            handled.resumed_queues += health.record_state(instance.id, event.state, now=now)
+        elif isinstance(event, InboundEvent):
+            handled.callbacks += record_reply(instance, event, now=now)
+    return handled
+
+
+def apply_ack(instance: Instance, event: AckEvent, *, now: datetime) -> list[str]:
+    move = ACK_MOVES.get(event.status)
+    if move is None or not event.provider_message_id:
+        return []
+    sources, target, stamp = move
+    with write_transaction():
+        contact = Contact.get_or_none(
+            (Contact.provider_message_id == event.provider_message_id) & (Contact.tenant == instance.tenant_id)
+        )
+        if contact is None:
+            return []
+        fields = {"status": target, stamp: now, "updated_at": now}
+        if target == ContactStatus.READ and contact.delivered_at is None:
+            fields["delivered_at"] = now  # a read message was delivered, even if that ack never came
+        if target == ContactStatus.FAILED:
+            fields["reason"] = "the gateway reported a delivery error"
+        moved = Contact.update(**fields).where((Contact.id == contact.id) & Contact.status.in_(sources)).execute()
+        if not moved:
+            return []
+        Event.create(contact=contact.id, kind=target, detail={"provider_message_id": event.provider_message_id},
+                     created_at=now)
+        delivery = callbacks.emit_for_contact(contact.id, target, now=now)
+    return [delivery] if delivery else []
+
+
+def _phone_of(instance: Instance, event: InboundEvent) -> str:
+    if event.phone:
+        return event.phone
+    known = WhatsappNumber.get_or_none((WhatsappNumber.tenant == instance.tenant_id) & (WhatsappNumber.chat_id == event.chat_id))
+    return known.phone if known else ""
+
+
+def _last_contact(tenant_id: int, phone: str, chat_id: str) -> Contact | None:
+    """The tenant's most recent contact sent to this person."""
+    if not phone and not chat_id:
+        return None
+    match = (Contact.phone == phone) if phone else (Contact.chat_id == chat_id)
+    return (
+        Contact.select()
+        .where((Contact.tenant == tenant_id) & match & Contact.sent_at.is_null(False))
+        .order_by(Contact.sent_at.desc())
+        .first()
+    )
+
+
+def record_reply(instance: Instance, event: InboundEvent, *, now: datetime) -> list[str]:
+    """Store a customer's message once, classify it, apply an opt-out or
+    opt-in at once, and emit ``contact.replied`` (and ``contact.opted_out``)."""
+    phone = _phone_of(instance, event)
+    classification = replies.classify(event.text)
+    intent = OPT_IN if replies.is_opt_back_in(event.text) else classification.intent
+    deliveries: list[str] = []
+    with write_transaction():
+        contact = _last_contact(instance.tenant_id, phone, event.chat_id)
+        try:
+            InboundMessage.create(
+                tenant=instance.tenant_id, instance=instance.id, provider_message_id=event.provider_message_id,
+                chat_id=event.chat_id, phone=phone, text=event.text, intent=intent, contact=contact, received_at=now,
+            )
+        except peewee.IntegrityError:
+            return []  # a retried webhook: already handled
+        if contact is not None:
+            Event.create(contact=contact.id, kind="reply", created_at=now,
+                         detail={"text": event.text, "intent": intent, "matched": classification.matched})
+            deliveries.append(callbacks.emit_for_contact(contact.id, "replied", now=now, text=event.text, intent=intent))
+        if phone and intent == replies.OPT_OUT:
+            deliveries += opt_out(instance.tenant_id, phone, reason=event.text, now=now, replied=contact)
+        elif phone and intent == OPT_IN:
+            OptOut.delete().where((OptOut.tenant == instance.tenant_id) & (OptOut.phone == phone)).execute()
+    log.info("reply", intent=intent, matched=classification.matched, contact_id=contact.id if contact else None)
+    return [d for d in deliveries if d]
+
+
+def opt_out(tenant_id: int, phone: str, *, reason: str, now: datetime, replied: Contact | None = None) -> list[str]:
+    """Stop every send to ``phone`` for the tenant, now and later. Call inside
+    a write transaction. Returns the callback deliveries."""
+    OptOut.insert(tenant=tenant_id, phone=phone, reason=reason[:500], created_at=now).on_conflict_ignore().execute()
+    stopped = [
+        c.id
+        for c in Contact.select(Contact.id).where(
+            (Contact.tenant == tenant_id) & (Contact.phone == phone)
+            & Contact.status.in_((ContactStatus.PENDING, ContactStatus.QUEUED))
+        )
+    ]
+    if stopped:
+        Contact.update(status=ContactStatus.OPTED_OUT, reason=OPTED_OUT_REASON, finished_at=now, updated_at=now).where(
+            Contact.id.in_(stopped) & Contact.status.in_((ContactStatus.PENDING, ContactStatus.QUEUED))
+        ).execute()
+    notified = set(stopped) | ({replied.id} if replied else set())
+    return [callbacks.emit_for_contact(contact_id, "opted_out", now=now) for contact_id in sorted(notified)]
+
+
+def opted_out_phones(tenant_id: int, phones: list[str]) -> set[str]:
+    """Which of ``phones`` opted out of the tenant (in chunks: SQLite limits
+    the variables of one statement)."""
+    found: set[str] = set()
+    for start in range(0, len(phones), 500):
+        chunk = phones[start:start + 500]
+        found.update(o.phone for o in OptOut.select(OptOut.phone).where((OptOut.tenant == tenant_id) & OptOut.phone.in_(chunk)))
+    return found
