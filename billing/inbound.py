@@ -92,10 +92,16 @@ def apply_ack(instance: Instance, event: AckEvent, *, now: datetime) -> list[str
 
 
 def _phone_of(instance: Instance, event: InboundEvent) -> str:
-    if event.phone:
-        return event.phone
-    known = WhatsappNumber.get_or_none((WhatsappNumber.tenant == instance.tenant_id) & (WhatsappNumber.chat_id == event.chat_id))
-    return known.phone if known else ""
+    """The sender's phone as we store it. The chat id the number check
+    returned comes first: a mobile registered without its 9 writes from a
+    JID whose digits differ from the phone we sent to."""
+    if event.chat_id:
+        known = WhatsappNumber.get_or_none(
+            (WhatsappNumber.tenant == instance.tenant_id) & (WhatsappNumber.chat_id == event.chat_id)
+        )
+        if known is not None:
+            return known.phone
+    return event.phone
 
 
 def _last_contact(tenant_id: int, phone: str, chat_id: str) -> Contact | None:
