@@ -65,7 +65,7 @@ from billing.phones import normalize_phone
 from billing.schemas import SendRequest, parse
 from billing.templates import active_template, active_variations
 from billing.templating import compile_template
-from tests.factories import make_tenant
+from tests.factories import RecordedJobs, make_tenant
 from web import create_app
 from web.auth import API_KEY_HEADER
 
@@ -510,7 +510,7 @@ def main() -> None:
 
             settings = Settings(database_url=url)
             # No broker: the queue's first dispatch is not part of the ingest.
-            client = create_app(settings, start_queue=lambda queue_id: None, enqueue_callbacks=lambda ids: None).test_client()
+            client = create_app(settings, jobs=RecordedJobs()).test_client()
             contacts = build_contacts(CONTACTS, today=today_in(setup.tenant.timezone), rng=random.Random(SEED))
             # An untimed full request first: the first request of a process
             # pays one-off costs (phonenumbers loads its metadata, templates

@@ -53,6 +53,7 @@ class Settings:
     Parameters:
       database_url: ``sqlite:///path`` or ``postgresql://user@host/db``.
       broker_url: ``amqp://...`` for RabbitMQ; empty for the embedded broker.
+      public_url: the base URL gateways reach this service at (webhook URLs).
       host, port: where the HTTP server listens.
       log_format: ``json`` or ``console``; empty picks console on a terminal.
       log_level: a logging level name.
@@ -69,6 +70,7 @@ class Settings:
 
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = ""
+    public_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
     log_format: str = ""
@@ -93,6 +95,7 @@ class Settings:
         return cls(
             database_url=os.environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
             broker_url=os.environ.get("BROKER_URL", "").strip(),
+            public_url=os.environ.get("PUBLIC_URL", "").strip().rstrip("/"),
             host=os.environ.get("HOST", "").strip() or "127.0.0.1",
             port=_env_int("PORT", 8000),
             log_format=os.environ.get("LOG_FORMAT", "").strip().lower(),

@@ -16,7 +16,8 @@ import structlog
 from billing import callbacks, health, replies
 from billing.clock import utcnow
 from billing.db import write_transaction
-from billing.models import Contact, Event, InboundMessage, Instance, OptOut, WhatsappNumber
+from billing.models import Contact, Event, InboundMessage, Instance, OptOut, Tenant, WhatsappNumber
+from billing.providers import gateway_for
 from billing.providers.base import ACK_DELIVERED, ACK_FAILED, ACK_READ, AckEvent, ConnectionEvent
 from billing.providers.base import InboundMessage as InboundEvent
 from billing.states import ContactStatus
@@ -44,11 +45,13 @@ class Handled:
     Parameters:
       callbacks: callback deliveries to enqueue.
       resumed_queues: queues to dispatch (their instance came back).
+      auto_replies: inbound message ids to answer with payment details.
       events: how many events the body carried.
     """
 
     callbacks: list[str] = field(default_factory=list)
     resumed_queues: list[str] = field(default_factory=list)
+    auto_replies: list[int] = field(default_factory=list)
     events: int = 0
 
 
@@ -62,7 +65,9 @@ def handle(instance: Instance, events: list, *, now: datetime | None = None) -> 
         elif isinstance(event, ConnectionEvent):
             handled.resumed_queues += health.record_state(instance.id, event.state, now=now)
         elif isinstance(event, InboundEvent):
-            handled.callbacks += record_reply(instance, event, now=now)
+            deliveries, answer = record_reply(instance, event, now=now)
+            handled.callbacks += deliveries
+            handled.auto_replies += [answer] if answer else []
     return handled
 
 
@@ -117,9 +122,14 @@ def _last_contact(tenant_id: int, phone: str, chat_id: str) -> Contact | None:
     )
 
 
-def record_reply(instance: Instance, event: InboundEvent, *, now: datetime) -> list[str]:
+def record_reply(instance: Instance, event: InboundEvent, *, now: datetime) -> tuple[list[str], int | None]:
     """Store a customer's message once, classify it, apply an opt-out or
-    opt-in at once, and emit ``contact.replied`` (and ``contact.opted_out``)."""
+    opt-in at once, and emit ``contact.replied`` (and ``contact.opted_out``).
+
+    Returns:
+      The callback deliveries, and the inbound message's id when it should be
+      answered with the contact's payment details (tenant auto_reply).
+    """
     phone = _phone_of(instance, event)
     classification = replies.classify(event.text)
     intent = OPT_IN if replies.is_opt_back_in(event.text) else classification.intent
@@ -127,12 +137,12 @@ def record_reply(instance: Instance, event: InboundEvent, *, now: datetime) -> l
     with write_transaction():
         contact = _last_contact(instance.tenant_id, phone, event.chat_id)
         try:
-            InboundMessage.create(
+            stored = InboundMessage.create(
                 tenant=instance.tenant_id, instance=instance.id, provider_message_id=event.provider_message_id,
                 chat_id=event.chat_id, phone=phone, text=event.text, intent=intent, contact=contact, received_at=now,
             )
         except peewee.IntegrityError:
-            return []  # a retried webhook: already handled
+            return [], None  # a retried webhook: already handled
         if contact is not None:
             Event.create(contact=contact.id, kind="reply", created_at=now,
                          detail={"text": event.text, "intent": intent, "matched": classification.matched})
@@ -142,7 +152,50 @@ def record_reply(instance: Instance, event: InboundEvent, *, now: datetime) -> l
         elif phone and intent == OPT_IN:
             OptOut.delete().where((OptOut.tenant == instance.tenant_id) & (OptOut.phone == phone)).execute()
     log.info("reply", intent=intent, matched=classification.matched, contact_id=contact.id if contact else None)
-    return [d for d in deliveries if d]
+    answer = stored.id if intent == replies.QUESTION and contact and payment_details(contact) and \
+        Tenant.select(Tenant.auto_reply).where(Tenant.id == instance.tenant_id).scalar() else None
+    return [d for d in deliveries if d], answer
+
+
+def payment_details(contact: Contact) -> str:
+    """The auto-reply to a payment question: the contact's PIX code and link."""
+    variables = contact.variables or {}
+    parts = []
+    if variables.get("codigo_pix"):
+        parts.append(f"Segue o PIX copia e cola:\n{variables['codigo_pix']}")
+    if variables.get("link_pagamento"):
+        parts.append(f"Ou pague pelo link: {variables['link_pagamento']}")
+    return "\n\n".join(parts)
+
+
+def send_auto_reply(inbound_id: int, *, now: datetime | None = None) -> bool:
+    """Answer a payment question with the contact's payment details, once.
+
+    Returns:
+      True when the answer was sent now.
+
+    Raises:
+      GatewayError: the gateway failed (the caller may retry).
+    """
+    now = now or utcnow()
+    message = InboundMessage.get_or_none(InboundMessage.id == inbound_id)
+    if message is None or message.contact_id is None or message.instance_id is None:
+        return False
+    claimed = InboundMessage.update(answered_at=now).where(
+        (InboundMessage.id == inbound_id) & InboundMessage.answered_at.is_null()
+    ).execute()
+    if not claimed:
+        return False  # already answered (a redelivered message)
+    contact = Contact.get_by_id(message.contact_id)
+    text = payment_details(contact)
+    if not text:
+        return False
+    result = gateway_for(Instance.get_by_id(message.instance_id)).send_text(
+        phone=contact.phone, chat_id=message.chat_id or contact.chat_id, text=text, contact_id=contact.id
+    )
+    Event.create(contact=contact.id, kind="auto_reply", created_at=now,
+                 detail={"inbound_id": inbound_id, "provider_message_id": result.provider_message_id})
+    return True
 
 
 def opt_out(tenant_id: int, phone: str, *, reason: str, now: datetime, replied: Contact | None = None) -> list[str]:

@@ -263,6 +263,8 @@ class InboundMessage(BaseModel):
     intent = peewee.CharField(max_length=20, default="")
     contact = peewee.ForeignKeyField(Contact, null=True, on_delete="SET NULL")
     received_at = peewee.DateTimeField(default=utcnow)
+    #: When the auto-reply went out (it goes at most once).
+    answered_at = peewee.DateTimeField(null=True)
 
     class Meta:
         # Gateways retry webhooks: the same message must be stored once.

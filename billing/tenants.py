@@ -223,3 +223,10 @@ def get_instance(tenant: Tenant, name: str) -> Instance:
     if instance is None:
         raise NotFound(f"tenant '{tenant.name}' has no instance named '{name}'")
     return instance
+
+
+def rotate_callback_secret(tenant: Tenant) -> str:
+    """A new callback signing secret for the tenant; returns it."""
+    secret = signing.generate_secret()
+    Tenant.update(callback_secret=secret).where(Tenant.id == tenant.id).execute()
+    return secret

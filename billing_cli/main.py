@@ -84,17 +84,23 @@ def tenant_settings(func):
                      help="Read business hours in each recipient's zone (from the phone's area code)."),
         click.option("--daily-cap", type=int, help="Messages per day across all instances (0: no cap)."),
         click.option("--max-attempts", type=int, help="Send attempts before a contact fails."),
+        click.option("--allow-private-callbacks/--public-callbacks-only", default=None,
+                     help="Allow callback URLs on private or loopback addresses (off: SSRF guard)."),
+        click.option("--auto-reply/--no-auto-reply", default=None,
+                     help="Answer 'how do I pay' replies with the contact's PIX code or payment link."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _tenant_changes(business_hours, holidays, holiday_dates, recipient_timezone, daily_cap, max_attempts) -> dict:
+def _tenant_changes(business_hours, holidays, holiday_dates, recipient_timezone, daily_cap, max_attempts,
+                    allow_private_callbacks, auto_reply) -> dict:
     return dict(
         business_hours=business_hours, holidays=holidays, recipient_timezone=recipient_timezone,
         extra_holidays=[d for d in holiday_dates.split(",") if d.strip()] if holiday_dates is not None else None,
-        daily_cap=daily_cap, max_attempts=max_attempts,
+        daily_cap=daily_cap, max_attempts=max_attempts, allow_private_callbacks=allow_private_callbacks,
+        auto_reply=auto_reply,
     )
 
 
@@ -129,6 +135,26 @@ def tenant_update(name: str, timezone: str | None, **settings) -> None:
 
     row = tenants.update_tenant(tenants.get_tenant(name), timezone=timezone, **_tenant_changes(**settings))
     click.echo(_describe_tenant(row))
+
+
+@command(tenant, "show")
+@click.argument("name")
+def tenant_show(name: str) -> None:
+    """Tenant NAME's settings and its callback signing secret."""
+    from billing import tenants
+
+    row = tenants.get_tenant(name)
+    click.echo(_describe_tenant(row))
+    click.echo(f"callback secret (Standard Webhooks, verify webhook-signature with it): {row.callback_secret}")
+
+
+@command(tenant, "rotate-secret")
+@click.argument("name")
+def tenant_rotate_secret(name: str) -> None:
+    """Give tenant NAME a new callback signing secret (printed on the last line)."""
+    from billing import tenants
+
+    click.echo(tenants.rotate_callback_secret(tenants.get_tenant(name)))
 
 
 # --- apikey ---------------------------------------------------------------
@@ -264,6 +290,74 @@ def instance_update(tenant_name, name, **changes) -> None:
     tenant_row = tenants.get_tenant(tenant_name)
     row = tenants.update_instance(tenants.get_instance(tenant_row, name), **changes)
     click.echo(_describe_instance(row))
+
+
+@command(instance, "show")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
+@click.option("--name", required=True, help="Instance name.")
+def instance_show(tenant_name, name) -> None:
+    """An instance's pace, health, and the webhook URL to configure on its gateway."""
+    from billing import tenants
+    from billing.config import Settings
+
+    row = tenants.get_instance(tenants.get_tenant(tenant_name), name)
+    click.echo(_describe_instance(row))
+    click.echo(f"health: {row.health}" + (f" (checked {row.health_checked_at:%Y-%m-%d %H:%M:%S} UTC)" if row.health_checked_at else ""))
+    base = Settings.from_env().public_url or "https://<PUBLIC_URL>"
+    if row.provider == "evolution":
+        click.echo(f"webhook URL (Evolution instance webhook): {base}/webhooks/evolution/{row.id}/{row.webhook_secret}")
+    elif row.provider == "waha":
+        click.echo(f"webhook URL (WAHA session webhook): {base}/webhooks/waha/{row.id}")
+        click.echo(f"webhook HMAC key (sha512): {row.webhook_secret}")
+
+
+# --- callbacks ------------------------------------------------------------
+
+@main.group("callbacks")
+def callbacks_group() -> None:
+    """Callbacks sent to callers' callback_url."""
+
+
+@command(callbacks_group, "list")
+@click.option("--tenant", "tenant_name", default=None, help="Only this tenant's.")
+@click.option("--status", type=click.Choice(["pending", "delivered", "failed", "disabled"]), default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def callbacks_list(tenant_name, status, limit, as_json) -> None:
+    """The newest callback deliveries."""
+    from billing import callback_log
+
+    for item in callback_log.deliveries(tenant_name=tenant_name, status=status, limit=limit):
+        if as_json:
+            click.echo(json.dumps(item, ensure_ascii=False))
+        else:
+            click.echo(f"{item['id']}  {item['created_at']}  {item['event']:<18} {item['status']:<9} "
+                       f"attempts {item['attempts']}  last {item['last_status_code'] or '-'}  {item['url']}")
+
+
+@command(callbacks_group, "show")
+@click.argument("delivery_id")
+def callbacks_show(delivery_id) -> None:
+    """One delivery, its payload and every attempt."""
+    from billing import callback_log
+
+    item = callback_log.delivery(delivery_id)
+    click.echo(json.dumps({k: v for k, v in item.items() if k != "attempts_log"}, ensure_ascii=False, indent=2))
+    for attempt in item["attempts_log"]:
+        click.echo(f"  {attempt['attempted_at']}  {attempt['status_code'] or '-'}  {attempt['duration_ms']} ms  {attempt['error']}")
+
+
+@command(callbacks_group, "retry")
+@click.argument("delivery_id")
+def callbacks_retry(delivery_id) -> None:
+    """Try a pending or failed delivery again now."""
+    import tasks
+    from billing import callback_log, callbacks
+
+    callback_log.delivery(delivery_id)  # NotFound for an unknown id
+    callbacks.retry_now(delivery_id)
+    tasks.enqueue_callbacks([delivery_id])
+    click.echo(f"{delivery_id} queued")
 
 
 # --- outbox ---------------------------------------------------------------

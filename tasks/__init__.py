@@ -18,10 +18,11 @@ connect(settings.database_url)
 broker = build_broker(settings)
 
 from tasks.actors import (  # noqa: E402  (actors need the broker first)
-    check_instance, deliver_callback, dispatch, enqueue_callbacks, recover, send_contact, start_queue,
+    auto_reply, check_instance, deliver_callback, dispatch, enqueue_auto_replies, enqueue_callbacks, recover,
+    jobs, send_contact, start_queue,
 )
 
 __all__ = [
-    "broker", "check_instance", "deliver_callback", "dispatch", "enqueue_callbacks", "recover", "send_contact",
-    "settings", "start_queue",
+    "auto_reply", "broker", "check_instance", "enqueue_auto_replies", "deliver_callback", "dispatch", "enqueue_callbacks", "recover", "send_contact",
+    "jobs", "settings", "start_queue",
 ]

@@ -11,10 +11,10 @@ import dramatiq
 import structlog
 from peewee import InterfaceError, OperationalError
 
-from billing import callbacks, health, recovery, sending
+from billing import callbacks, health, inbound, recovery, sending
 from billing.config import Settings
 from billing.models import Instance
-from billing.providers import gateway_for
+from billing.providers import GatewayError, gateway_for
 
 log = structlog.get_logger(__name__)
 
@@ -125,6 +125,22 @@ def deliver_callback(delivery_id: str) -> None:
         deliver_callback.send_with_options(args=(delivery_id,), delay=int(report.retry_in * 1000))
 
 
+@dramatiq.actor(queue_name=SEND_QUEUE, retry_when=_retry_when, min_backoff=5_000, max_backoff=60_000)
+def auto_reply(inbound_id: int) -> None:
+    """Answer a customer's payment question with their PIX code or link."""
+    try:
+        inbound.send_auto_reply(inbound_id)
+    except GatewayError as exc:
+        if exc.transient:
+            raise RetryLater(exc.reason) from None
+        log.warning("auto-reply failed", inbound_id=inbound_id, reason=exc.reason)
+
+
+def enqueue_auto_replies(inbound_ids) -> None:
+    for inbound_id in inbound_ids:
+        auto_reply.send(inbound_id)
+
+
 def enqueue_callbacks(delivery_ids) -> None:
     """Hand committed callback deliveries to the broker."""
     for delivery_id in delivery_ids:
@@ -134,3 +150,14 @@ def enqueue_callbacks(delivery_ids) -> None:
 def start_queue(queue_id: str) -> None:
     """Enqueue the first dispatch of a queue (call after its commit)."""
     dispatch.send(str(queue_id))
+
+
+class _Jobs:
+    """The enqueue side of the actors, as the web shim uses it (web.Jobs)."""
+
+    start_queue = staticmethod(start_queue)
+    callbacks = staticmethod(enqueue_callbacks)
+    auto_replies = staticmethod(enqueue_auto_replies)
+
+
+jobs = _Jobs()

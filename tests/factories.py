@@ -39,3 +39,22 @@ def contact(phone: str = "+5511987654321", **extra) -> dict:
 def phones(count: int, *, start: int = 0) -> list[str]:
     """``count`` distinct valid São Paulo mobile numbers."""
     return [f"+55119{(10_000_000 + start + i):08d}" for i in range(count)]
+
+
+class RecordedJobs:
+    """Stands in for the broker in tests of the web shim: records what it
+    would have enqueued (web.Jobs)."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.delivered: list[str] = []
+        self.answered: list[int] = []
+
+    def start_queue(self, queue_id: str) -> None:
+        self.started.append(queue_id)
+
+    def callbacks(self, delivery_ids: list[str]) -> None:
+        self.delivered.extend(delivery_ids)
+
+    def auto_replies(self, inbound_ids: list[int]) -> None:
+        self.answered.extend(inbound_ids)

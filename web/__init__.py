@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Callable
+from typing import Protocol
 
 import structlog
 from flask import Flask, g, request
@@ -22,31 +22,31 @@ REQUEST_ID_HEADER = "X-Request-ID"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    start_queue: Callable[[str], None] | None = None,
-    enqueue_callbacks: Callable[[list[str]], None] | None = None,
-) -> Flask:
+class Jobs(Protocol):
+    """What the web shim hands to the broker (``tasks.jobs`` in production;
+    tests pass a recorder)."""
+
+    def start_queue(self, queue_id: str) -> None: ...
+
+    def callbacks(self, delivery_ids: list[str]) -> None: ...
+
+    def auto_replies(self, inbound_ids: list[int]) -> None: ...
+
+
+def create_app(settings: Settings | None = None, *, jobs: Jobs | None = None) -> Flask:
     """Build the Flask app.
 
     Parameters:
       settings: process settings (default: from the environment).
-      start_queue: enqueues a queue's dispatch; default ``tasks.start_queue``.
-      enqueue_callbacks: hands callback deliveries to the broker; default
-        ``tasks.enqueue_callbacks``.
+      jobs: where work is enqueued (default: ``tasks.jobs``, the configured broker).
     """
     settings = settings or Settings.from_env()
-    if start_queue is None or enqueue_callbacks is None:
+    if jobs is None:
         import tasks  # declares the actors on the configured broker
 
-        start_queue = start_queue or tasks.start_queue
-        enqueue_callbacks = enqueue_callbacks or tasks.enqueue_callbacks
+        jobs = tasks.jobs
     app = Flask(__name__)
-    app.config.update(
-        SETTINGS=settings, START_QUEUE=start_queue, ENQUEUE_CALLBACKS=enqueue_callbacks,
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-    )
+    app.config.update(SETTINGS=settings, JOBS=jobs, MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.url_map.strict_slashes = False

@@ -36,7 +36,7 @@ def send(template_type: str):
         request=json_body(),
         max_contacts=current_app.config["SETTINGS"].max_contacts_per_request,
     )
-    current_app.config["START_QUEUE"](created.queue_id)
+    current_app.config["JOBS"].start_queue(created.queue_id)
     rejected = created.rejected
     return jsonify(
         success=True,
@@ -67,7 +67,7 @@ def queue_control(queue_id: str):
     elif body.action == "resume":
         changed = queues.resume(queue)
         if changed:
-            current_app.config["START_QUEUE"](str(queue.id))
+            current_app.config["JOBS"].start_queue(str(queue.id))
     else:
         changed = queues.cancel(queue)
     status = queues.queue_status(queues.get_queue(queue_id, tenant_id=g.tenant.id))

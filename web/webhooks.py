@@ -33,9 +33,11 @@ def _apply(instance: Instance):
     if not isinstance(body, dict):
         return jsonify(success=True, events=0)
     handled = inbound.handle(instance, gateway_for(instance).parse_webhook(body))
-    current_app.config["ENQUEUE_CALLBACKS"](handled.callbacks)
+    jobs = current_app.config["JOBS"]
+    jobs.callbacks(handled.callbacks)
+    jobs.auto_replies(handled.auto_replies)
     for queue_id in handled.resumed_queues:
-        current_app.config["START_QUEUE"](queue_id)
+        jobs.start_queue(queue_id)
     return jsonify(success=True, events=handled.events)
 
 

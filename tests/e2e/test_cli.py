@@ -85,3 +85,25 @@ def test_bad_database_url_is_one_line(tmp_path):
 def test_outbox_json_lines(cli, tmp_path):
     # An empty outbox prints nothing and succeeds.
     assert cli("outbox", "--json").stdout == ""
+
+
+def test_tenant_secret_and_callbacks_listing(cli):
+    from billing import callbacks, db, signing
+
+    cli("tenant", "create", "acme")
+    shown = cli("tenant", "show", "acme").stdout
+    secret = shown.strip().splitlines()[-1].split()[-1]
+    assert secret.startswith(signing.SECRET_PREFIX) and "hours mon-fri 08:00-18:00, sat 08:00-12:00" in shown
+    rotated = cli("tenant", "rotate-secret", "acme").stdout.strip().splitlines()[-1]
+    assert rotated.startswith(signing.SECRET_PREFIX) and rotated != secret
+
+    db.connect(f"sqlite:///{cli.tmp_path}/cli.sqlite3")
+    delivery_id = callbacks.emit(tenant_id=1, campaign_id=None, url="https://erp.example.com/hook", event="contact.sent",
+                                 data={"contact_id": 7})
+    db.database.close()
+    listed = [json.loads(line) for line in cli("callbacks", "list", "--json").stdout.splitlines()]
+    assert [(d["id"], d["event"], d["status"], d["attempts"]) for d in listed] == [(delivery_id, "contact.sent", "pending", 0)]
+    shown = cli("callbacks", "show", delivery_id).stdout
+    assert '"contact_id": 7' in shown
+    missing = cli("callbacks", "show", "msg_nope", ok=False)
+    assert missing.returncode == 1 and missing.stderr.startswith("Error: no callback delivery 'msg_nope'")

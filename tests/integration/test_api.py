@@ -9,7 +9,7 @@ import pytest
 from billing import apikeys
 from billing.config import Settings
 from billing.models import ApiKey, Campaign
-from tests.factories import contact, make_tenant, phones
+from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app
 
 SEED_001_BODY = {
@@ -39,12 +39,11 @@ STATUS_FIELDS = {
 
 @pytest.fixture
 def api(db):
-    started: list[str] = []
-    app = create_app(Settings(database_url=db, max_contacts_per_request=50), start_queue=started.append,
-                     enqueue_callbacks=lambda ids: None)
+    jobs = RecordedJobs()
+    app = create_app(Settings(database_url=db, max_contacts_per_request=50), jobs=jobs)
     setup = make_tenant()
     client = app.test_client()
-    client.started = started
+    client.started = jobs.started
     client.setup = setup
     client.headers = {"X-Billing-API-Key": setup.api_key}
     return client

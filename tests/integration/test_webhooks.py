@@ -16,7 +16,7 @@ from billing.db import write_transaction
 from billing.config import Settings
 from billing.models import CallbackDelivery, Contact, InboundMessage, Instance, OptOut, Queue
 from billing.states import ContactStatus, QueueStatus
-from tests.factories import contact, make_tenant, phones
+from tests.factories import RecordedJobs, contact, make_tenant, phones
 from tests.fakes import without_nine
 from tests.fakes.evolution import FakeEvolution
 from tests.fakes.waha import FakeWaha
@@ -29,9 +29,9 @@ class LiveApp:
     """The Flask app on a real port, recording what it hands to the broker."""
 
     def __init__(self, url: str) -> None:
-        self.started: list[str] = []
-        self.callbacks: list[str] = []
-        app = create_app(Settings(database_url=url), start_queue=self.started.append, enqueue_callbacks=self.callbacks.extend)
+        self.jobs = RecordedJobs()
+        self.started, self.callbacks = self.jobs.started, self.jobs.delivered
+        app = create_app(Settings(database_url=url), jobs=self.jobs)
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.base = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -191,3 +191,22 @@ def test_a_number_not_on_whatsapp_fails_after_one_attempt_without_a_send(app):
         (row,) = _send_all(setup, 1)
     assert (row.status, row.reason, row.attempts) == (ContactStatus.FAILED, "number is not on WhatsApp", 1)
     assert fake.messages == []
+
+
+def test_a_payment_question_is_answered_once_with_the_pix_code(app):
+    with FakeEvolution(api_key="k") as fake:
+        setup, instance = _setup("evolution", fake)
+        tenants.update_tenant(setup.tenant, auto_reply=True)
+        created = campaigns.create_campaign(
+            setup.tenant, template_type="overdue",
+            request={"external_id": "pix", "contacts": [contact(phones(1)[0], codigo_pix="00020126***6304ABCD")]},
+        )
+        (contact_id, _), = sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=5).sends
+        sending.send_one(contact_id)
+        url = f"{app.base}/webhooks/evolution/{instance.id}/{instance.webhook_secret}"
+        fake.post_inbound(url, phone=phones(1)[0], text="como faço pra pagar? manda o pix")
+        (inbound_id,) = app.jobs.answered
+        assert inbound.send_auto_reply(inbound_id) is True
+        assert inbound.send_auto_reply(inbound_id) is False  # a redelivered message answers nothing more
+        answers = [m.text for m in fake.messages][1:]
+    assert answers == ["Segue o PIX copia e cola:\n00020126***6304ABCD"]
