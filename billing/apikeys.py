@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from billing.clock import utcnow
 from billing.errors import Forbidden, InvalidRequest, Unauthorized
-from billing.models import ApiKey, Tenant
+from billing.models import AdminToken, ApiKey, Tenant
 from billing.states import TemplateType
 
 #: Every key starts with this, so a leaked one is easy to recognise in scans.
 KEY_MARK = "bk"
+#: Admin-API tokens start with this.
+ADMIN_MARK = "bat"
+LABELS = {KEY_MARK: "API key", ADMIN_MARK: "admin token"}
+
+#: last_used_at is written at most this often per key (seconds).
+LAST_USED_PRECISION_SECONDS = 60
 PREFIX_BYTES = 6
 SECRET_BYTES = 24
 
@@ -48,41 +56,101 @@ def parse_types(raw: str | list | tuple | None) -> str:
     return ",".join(dict.fromkeys(types))
 
 
-def issue_key(tenant: Tenant, *, name: str = "", types=None) -> IssuedKey:
+def parse_networks(raw) -> list[str]:
+    """Validate an IP allowlist (addresses or CIDRs); return it normalized."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw or [])
+    networks = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise InvalidRequest(f"'{item}' is not an IP address or CIDR network") from None
+    return networks
+
+
+def issue_key(
+    tenant: Tenant, *, name: str = "", types=None, allowed_ips=None, expires_at: datetime | None = None,
+    hourly_limit: int = 0,
+) -> IssuedKey:
     """Create a key for ``tenant``.
 
     Parameters:
       tenant: the owner.
       name: a label for people (e.g. "ERP principal").
       types: template types the key may send (default: all).
+      allowed_ips: addresses or CIDRs the key may be used from (default: any).
+      expires_at: when the key stops working (naive UTC; default: never).
+      hourly_limit: requests per hour (0: the tenant's default).
     """
+    if isinstance(hourly_limit, bool) or not isinstance(hourly_limit, int) or hourly_limit < 0:
+        raise InvalidRequest(f"hourly limit must be a whole number >= 0, got {hourly_limit!r}")
     prefix = secrets.token_hex(PREFIX_BYTES)
     secret = f"{KEY_MARK}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
-    row = ApiKey.create(tenant=tenant, name=name, prefix=prefix, key_hash=_hash(secret), template_types=parse_types(types))
+    row = ApiKey.create(
+        tenant=tenant, name=name, prefix=prefix, key_hash=_hash(secret), template_types=parse_types(types),
+        allowed_ips=parse_networks(allowed_ips), expires_at=expires_at, hourly_limit=hourly_limit,
+    )
     return IssuedKey(api_key=row, secret=secret)
 
 
-def authenticate(raw_key: str | None) -> ApiKey:
-    """The active key matching ``raw_key``.
+def _find(model, mark: str, raw: str | None, *, missing: str):
+    """The row of ``model`` whose prefix and hash match ``raw`` (constant-time)."""
+    if not raw:
+        raise Unauthorized(missing)
+    parts = raw.strip().split("_")
+    if len(parts) < 3 or parts[0] != mark:
+        raise Unauthorized(f"invalid {LABELS[mark]}")
+    row = model.select(model, Tenant).join(Tenant).where(model.prefix == parts[1]).first()
+    if row is None or not hmac.compare_digest(row.key_hash, _hash(raw.strip())):
+        raise Unauthorized(f"invalid {LABELS[mark]}")
+    if row.revoked_at is not None:
+        raise Unauthorized(f"{LABELS[mark]} revoked")
+    return row
+
+
+def authenticate(raw_key: str | None, *, client_ip: str = "") -> ApiKey:
+    """The active key matching ``raw_key``, usable from ``client_ip``.
 
     Raises:
-      Unauthorized: missing, malformed, unknown or revoked key.
+      Unauthorized: missing, malformed, unknown, revoked or expired key.
+      Forbidden: the key is not allowed from this address.
     """
-    if not raw_key:
-        raise Unauthorized("missing API key: send it in the X-Billing-API-Key header")
-    parts = raw_key.strip().split("_")
-    if len(parts) < 3 or parts[0] != KEY_MARK:
-        raise Unauthorized("invalid API key")
-    row = ApiKey.select(ApiKey, Tenant).join(Tenant).where(ApiKey.prefix == parts[1]).first()
-    if row is None or not hmac.compare_digest(row.key_hash, _hash(raw_key.strip())):
-        raise Unauthorized("invalid API key")
-    if row.revoked_at is not None:
-        raise Unauthorized("API key revoked")
+    row = _find(ApiKey, KEY_MARK, raw_key, missing="missing API key: send it in the X-Billing-API-Key header")
     now = utcnow()
+    if row.expires_at is not None and row.expires_at <= now:
+        raise Unauthorized("API key expired")
+    if row.allowed_ips and not _allowed(client_ip, row.allowed_ips):
+        raise Forbidden("API key not allowed from this address")
     # Written at most once a minute per key: a busy ERP should not turn every
     # request into a write on the same row.
-    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
-        ApiKey.update(last_used_at=now).where(ApiKey.id == row.id).execute()
+    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > LAST_USED_PRECISION_SECONDS:
+        ApiKey.update(last_used_at=now, last_used_ip=client_ip[:64]).where(ApiKey.id == row.id).execute()
+    return row
+
+
+def _allowed(client_ip: str, networks: list[str]) -> bool:
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(n) for n in networks)
+
+
+def issue_admin_token(tenant: Tenant, *, name: str = "") -> tuple[AdminToken, str]:
+    """Create an admin-API token for ``tenant``; returns (row, secret shown once)."""
+    prefix = secrets.token_hex(PREFIX_BYTES)
+    secret = f"{ADMIN_MARK}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
+    return AdminToken.create(tenant=tenant, name=name, prefix=prefix, key_hash=_hash(secret)), secret
+
+
+def authenticate_admin(raw_token: str | None) -> AdminToken:
+    """The active admin token matching ``raw_token``."""
+    row = _find(AdminToken, ADMIN_MARK, raw_token, missing="missing admin token: send Authorization: Bearer <token>")
+    now = utcnow()
+    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > LAST_USED_PRECISION_SECONDS:
+        AdminToken.update(last_used_at=now).where(AdminToken.id == row.id).execute()
     return row
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import peewee
 
-from billing import callbacks, pacing, windows
+from billing import callbacks, limits, pacing, windows
 from billing.clock import utcnow
 from billing.db import database, is_postgres, write_transaction
 from billing.duedates import InvalidDate, due_variables, parse_date, today_in
@@ -170,6 +170,12 @@ def create_campaign(
 
     try:
         with write_transaction():
+            if tenant.daily_message_limit:
+                # Counted with the campaign: a rejected request uses none of it.
+                limits.consume(
+                    f"tenant:{tenant.id}:messages", amount=accepted, limit=tenant.daily_message_limit,
+                    window=limits.day_window(tenant.timezone, now), now=now, what="daily messages",
+                )
             campaign = Campaign.create(
                 tenant=tenant, external_id=body.external_id, type=template_type, template=template,
                 callback_url=body.callback_url or "", metadata=body.metadata or {}, created_at=now,

@@ -54,6 +54,9 @@ class Settings:
       database_url: ``sqlite:///path`` or ``postgresql://user@host/db``.
       broker_url: ``amqp://...`` for RabbitMQ; empty for the embedded broker.
       public_url: the base URL gateways reach this service at (webhook URLs).
+      admin_token: the operator's token for the admin API (every tenant).
+      trusted_proxies: CIDRs of reverse proxies whose X-Forwarded-For is
+        believed (for API keys' IP allowlists); empty: none.
       host, port: where the HTTP server listens.
       log_format: ``json`` or ``console``; empty picks console on a terminal.
       log_level: a logging level name.
@@ -71,6 +74,8 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = ""
     public_url: str = ""
+    admin_token: str = ""
+    trusted_proxies: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8000
     log_format: str = ""
@@ -96,6 +101,8 @@ class Settings:
             database_url=os.environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
             broker_url=os.environ.get("BROKER_URL", "").strip(),
             public_url=os.environ.get("PUBLIC_URL", "").strip().rstrip("/"),
+            admin_token=os.environ.get("BILLING_ADMIN_TOKEN", "").strip(),
+            trusted_proxies=tuple(p.strip() for p in os.environ.get("TRUSTED_PROXIES", "").split(",") if p.strip()),
             host=os.environ.get("HOST", "").strip() or "127.0.0.1",
             port=_env_int("PORT", 8000),
             log_format=os.environ.get("LOG_FORMAT", "").strip().lower(),

@@ -7,12 +7,43 @@ contextvars, so it follows a web request into the actors it enqueues (see
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
 
 #: Keys copied from a web request into the broker messages it causes.
 PROPAGATED_KEYS = ("request_id", "tenant", "queue_id")
+
+#: Secrets that may turn up inside any logged text: API keys, admin tokens,
+#: callback secrets. Only their recognisable start is kept.
+_SECRET_PATTERN = re.compile(r"\b(bk|bat)_([0-9a-f]{4})[0-9a-f]*_[A-Za-z0-9_-]+|\b(whsec_)[A-Za-z0-9+/=]+")
+#: Phones in E.164 inside any logged text: country code, area code and the
+#: last four digits stay (enough to find a case, not to call someone).
+_PHONE_PATTERN = re.compile(r"\+(\d{2})(\d{2})\d{4,7}(\d{4})\b")
+#: Fields whose values are secret as a whole.
+SECRET_FIELDS = frozenset({"api_key", "token", "secret", "password", "authorization", "webhook_secret", "callback_secret"})
+#: Fields holding a PIX code: only its start is kept (it carries the payee's key).
+PIX_FIELDS = frozenset({"codigo_pix", "pix"})
+PIX_KEPT = 8
+
+
+def _mask_text(text: str) -> str:
+    text = _SECRET_PATTERN.sub(lambda m: f"{m.group(1)}_{m.group(2)}***" if m.group(1) else f"{m.group(3)}***", text)
+    return _PHONE_PATTERN.sub(r"+\1 \2 *****-\3", text)
+
+
+def mask_sensitive(logger, method_name, event_dict: dict) -> dict:
+    """structlog processor: logs never hold API keys, secrets, full PIX codes
+    or unmasked phone numbers, whichever field they arrive in."""
+    for key, value in list(event_dict.items()):
+        if key in SECRET_FIELDS and value:
+            event_dict[key] = "***"
+        elif key in PIX_FIELDS and isinstance(value, str):
+            event_dict[key] = value[:PIX_KEPT] + "…"
+        elif isinstance(value, str):
+            event_dict[key] = _mask_text(value)
+    return event_dict
 
 
 def configure_logging(*, log_format: str = "", level: str = "INFO") -> None:
@@ -30,7 +61,7 @@ def configure_logging(*, log_format: str = "", level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, mask_sensitive, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
@@ -38,5 +69,7 @@ def configure_logging(*, log_format: str = "", level: str = "INFO") -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     # pika logs every connection hiccup at INFO/WARNING; Dramatiq reports what matters.
     logging.getLogger("pika").setLevel(logging.ERROR)
+    # Our own access log line (web/__init__.py) masks webhook secrets in paths.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     # APScheduler logs every job run at INFO; our jobs log what they did.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)

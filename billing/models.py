@@ -20,6 +20,9 @@ DEFAULT_MESSAGES_PER_MINUTE = 20
 #: Default number of send attempts before a contact ends ``failed``.
 DEFAULT_MAX_ATTEMPTS = 3
 
+#: Default requests per API key per hour.
+DEFAULT_API_HOURLY_LIMIT = 1_000
+
 #: Default tenant time zone.
 DEFAULT_TIMEZONE = "America/Sao_Paulo"
 
@@ -68,6 +71,10 @@ class Tenant(BaseModel):
     allow_private_callbacks = peewee.BooleanField(default=False)
     #: Answer a "how do I pay" reply with the contact's PIX code or link.
     auto_reply = peewee.BooleanField(default=False)
+    #: Requests per API key per hour (a key may set its own).
+    api_hourly_limit = peewee.IntegerField(default=DEFAULT_API_HOURLY_LIMIT)
+    #: Contacts accepted through the API per day; 0 means no limit.
+    daily_message_limit = peewee.IntegerField(default=0)
     day_key = peewee.CharField(max_length=10, default="")
     day_count = peewee.IntegerField(default=0)
     settings = JSONField(default=dict)
@@ -82,13 +89,58 @@ class ApiKey(BaseModel):
     prefix = peewee.CharField(max_length=32, unique=True)
     key_hash = peewee.CharField(max_length=128)
     template_types = peewee.CharField(max_length=64, default="overdue,upcoming,notification")
+    #: CIDRs the key may be used from; empty: anywhere.
+    allowed_ips = JSONField(default=list)
+    #: Requests per hour; 0: the tenant's default.
+    hourly_limit = peewee.IntegerField(default=0)
+    expires_at = peewee.DateTimeField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     last_used_at = peewee.DateTimeField(null=True)
+    last_used_ip = peewee.CharField(max_length=64, default="")
     revoked_at = peewee.DateTimeField(null=True)
 
     @property
     def allowed_types(self) -> tuple[str, ...]:
         return tuple(t for t in self.template_types.split(",") if t)
+
+
+class AdminToken(BaseModel):
+    """A tenant administrator's credential for the admin API (hash only)."""
+
+    tenant = peewee.ForeignKeyField(Tenant, backref="admin_tokens", on_delete="CASCADE")
+    name = peewee.CharField(max_length=120, default="")
+    prefix = peewee.CharField(max_length=32, unique=True)
+    key_hash = peewee.CharField(max_length=128)
+    created_at = peewee.DateTimeField(default=utcnow)
+    last_used_at = peewee.DateTimeField(null=True)
+    revoked_at = peewee.DateTimeField(null=True)
+
+
+class RateCounter(BaseModel):
+    """A count within a time window, shared by every web process (requests per
+    key per hour, messages per tenant per day)."""
+
+    key = peewee.CharField(max_length=120)
+    window_start = peewee.DateTimeField()
+    count = peewee.IntegerField(default=0)
+
+    class Meta:
+        indexes = ((("key", "window_start"), True),)
+
+
+class IdempotencyRecord(BaseModel):
+    """The first answer to a POST sent with an Idempotency-Key, replayed to
+    retries of the same request."""
+
+    api_key = peewee.ForeignKeyField(ApiKey, on_delete="CASCADE")
+    key = peewee.CharField(max_length=255)
+    request_hash = peewee.CharField(max_length=64)
+    status_code = peewee.IntegerField(null=True)  # None while the first request runs
+    response_body = peewee.TextField(default="")
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("api_key", "key"), True),)
 
 
 class Template(BaseModel):
@@ -344,6 +396,6 @@ class SandboxMessage(BaseModel):
 
 #: Every table, in creation order (parents before children).
 ALL_MODELS = (
-    Tenant, ApiKey, Template, Variation, Instance, WhatsappNumber, Campaign, Queue, Contact, Event,
+    Tenant, ApiKey, AdminToken, RateCounter, IdempotencyRecord, Template, Variation, Instance, WhatsappNumber, Campaign, Queue, Contact, Event,
     InboundMessage, OptOut, CallbackDelivery, CallbackAttempt, DisabledEndpoint, SandboxMessage,
 )

@@ -158,8 +158,12 @@ def update_tenant(tenant: Tenant, **changes) -> Tenant:
                 fields[key] = sorted({_iso_date(d) for d in value})
             elif key in ("recipient_timezone", "allow_private_callbacks", "auto_reply"):
                 fields[key] = bool(value)
-            elif key == "daily_cap":
-                fields[key] = _non_negative_int(value, name="daily cap")
+            elif key in ("daily_cap", "daily_message_limit"):
+                fields[key] = _non_negative_int(value, name=key.replace("_", " "))
+            elif key == "api_hourly_limit":
+                if _non_negative_int(value, name="API hourly limit") < 1:
+                    raise InvalidRequest("API hourly limit must be at least 1")
+                fields[key] = value
             elif key == "max_attempts":
                 low, high = MAX_ATTEMPTS_RANGE
                 if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

@@ -168,13 +168,56 @@ def apikey() -> None:
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
 @click.option("--name", default="", help="A label for people.")
 @click.option("--types", default="", help="Comma-separated template types the key may send (default: all).")
-def apikey_create(tenant_name: str, name: str, types: str) -> None:
+@click.option("--allowed-ips", default="", help="Comma-separated addresses or CIDRs the key may be used from.")
+@click.option("--expires-in-days", type=click.IntRange(min=1), default=None, help="The key stops working after this.")
+@click.option("--hourly-limit", type=click.IntRange(min=0), default=0, help="Requests per hour (0: tenant default).")
+def apikey_create(tenant_name: str, name: str, types: str, allowed_ips: str, expires_in_days, hourly_limit) -> None:
     """Create a key; the key alone is printed on the last line (shown only once)."""
-    from billing import apikeys, tenants
+    from datetime import timedelta
 
-    issued = apikeys.issue_key(tenants.get_tenant(tenant_name), name=name, types=types or None)
+    from billing import apikeys, tenants
+    from billing.clock import utcnow
+
+    issued = apikeys.issue_key(
+        tenants.get_tenant(tenant_name), name=name, types=types or None, allowed_ips=allowed_ips,
+        expires_at=utcnow() + timedelta(days=expires_in_days) if expires_in_days else None, hourly_limit=hourly_limit,
+    )
     click.echo(f"# API key for tenant {tenant_name} (types: {issued.api_key.template_types}); it is not shown again:", err=False)
     click.echo(issued.secret)
+
+
+@command(apikey, "revoke")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
+@click.argument("prefix")
+def apikey_revoke(tenant_name: str, prefix: str) -> None:
+    """Revoke the key whose prefix (bk_xxxxxxxxxxxx) is PREFIX."""
+    from billing import admin, tenants
+    from billing.errors import NotFound
+    from billing.models import ApiKey
+
+    tenant_row = tenants.get_tenant(tenant_name)
+    key = ApiKey.get_or_none((ApiKey.tenant == tenant_row.id) & (ApiKey.prefix == prefix.removeprefix("bk_")))
+    if key is None:
+        raise NotFound(f"tenant '{tenant_name}' has no key with prefix '{prefix}'")
+    admin.revoke_key(tenant_row, key.id)
+    click.echo(f"revoked {prefix}")
+
+
+@main.group("admin-token")
+def admin_token() -> None:
+    """Tokens for the admin API (one tenant each)."""
+
+
+@command(admin_token, "create")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
+@click.option("--name", default="", help="A label for people.")
+def admin_token_create(tenant_name: str, name: str) -> None:
+    """Create an admin token; the token alone is printed on the last line (shown only once)."""
+    from billing import apikeys, tenants
+
+    _, secret = apikeys.issue_admin_token(tenants.get_tenant(tenant_name), name=name)
+    click.echo(f"# admin token for tenant {tenant_name} (Authorization: Bearer ...); it is not shown again:")
+    click.echo(secret)
 
 
 # --- template -------------------------------------------------------------

@@ -2,11 +2,14 @@
 page, never a stack trace, never a 500 for bad input."""
 from __future__ import annotations
 
+import calendar
+
 import structlog
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from billing.errors import BillingError
+from billing.limits import RateLimited
 
 log = structlog.get_logger(__name__)
 
@@ -20,10 +23,23 @@ def error_response(status: int, message: str, *, errors=None, **extra):
     return response
 
 
+def rate_headers(*, limit: int, remaining: int, reset_at) -> dict:
+    """X-RateLimit-* headers: the limit, what is left, and the reset as a Unix time."""
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(max(0, remaining)),
+        "X-RateLimit-Reset": str(int(calendar.timegm(reset_at.timetuple()))),
+    }
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(BillingError)
     def _domain(exc: BillingError):
-        return error_response(exc.http_status, exc.message, errors=exc.errors, **exc.context)
+        response = error_response(exc.http_status, exc.message, errors=exc.errors, **exc.context)
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after)
+            response.headers.update(rate_headers(limit=exc.limit, remaining=0, reset_at=exc.reset_at))
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
