@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, *, jobs: Jobs | None = None) ->
         import tasks  # declares the actors on the configured broker
 
         jobs = tasks.jobs
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # an API: no static files to serve
     app.config.update(SETTINGS=settings, JOBS=jobs, MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.json.ensure_ascii = False
     app.json.sort_keys = False

@@ -91,6 +91,7 @@ def get_template(template_id: int):
 @operation(summary="Change a template (variations are replaced as a whole)", tags=("admin",), body=TemplatePatch, **ADMIN)
 @admin_required
 def update_template(template_id: int):
+    admin.get_template(_tenant(), template_id)  # another tenant's id is a 404 whatever the body
     return jsonify(success=True, **admin.update_template(_tenant(), template_id, _body(TemplatePatch)))
 
 
@@ -127,6 +128,7 @@ def get_instance(instance_id: int):
 @operation(summary="Change an instance's pace or connection", tags=("admin",), body=InstancePatch, **ADMIN)
 @admin_required
 def update_instance(instance_id: int):
+    admin.get_instance(_tenant(), instance_id)  # another tenant's id is a 404 whatever the body
     return jsonify(success=True, **admin.update_instance(_tenant(), instance_id, _body(InstancePatch)))
 
 
