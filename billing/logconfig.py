@@ -7,6 +7,7 @@ contextvars, so it follows a web request into the actors it enqueues (see
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 
@@ -46,6 +47,11 @@ def mask_sensitive(logger, method_name, event_dict: dict) -> dict:
     return event_dict
 
 
+def _add_pid(logger, method_name, event_dict: dict) -> dict:
+    event_dict["pid"] = os.getpid()
+    return event_dict
+
+
 def configure_logging(*, log_format: str = "", level: str = "INFO") -> None:
     """Set up structlog and the standard logging bridge once per process.
 
@@ -54,6 +60,8 @@ def configure_logging(*, log_format: str = "", level: str = "INFO") -> None:
       level: a logging level name.
     """
     as_json = log_format == "json" or (not log_format and not sys.stderr.isatty())
+    # Several processes write one stream in production (gunicorn, dramatiq).
+    with_pid = [_add_pid] if as_json else []
     renderer = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)
     shared = [
         structlog.contextvars.merge_contextvars,
@@ -61,7 +69,7 @@ def configure_logging(*, log_format: str = "", level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, mask_sensitive, renderer],
+        processors=[*shared, *with_pid, structlog.processors.format_exc_info, mask_sensitive, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
