@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from peewee import Case
+from peewee import Case, fn
 
 from billing import callbacks, health, numbers, pacing, windows
 from billing.clock import utcnow
 from billing.db import locked, write_transaction
+from billing.hours import calendar_for_recipient
 from billing.models import Campaign, Contact, Event, Instance, Queue, Tenant
 from billing.providers import GatewayError, gateway_for
 from billing.queues import complete_if_done
@@ -110,7 +111,8 @@ def plan_dispatch(
         return DispatchPlan()
     tenant, template_type = row.tenant, row.campaign.type
 
-    window = windows.window_for(tenant, template_type, now=now)
+    per_recipient = tenant.recipient_timezone and template_type in windows.HOURS_BOUND_TYPES
+    window = windows.ALWAYS if per_recipient else windows.window_for(tenant, template_type, now=now)
     if not window.open:
         reason = windows.OUTSIDE_HOURS_REASON if window.next_open else NO_HOURS_REASON
         _pause(row.id, kind=health.PAUSE_HOURS, reason=reason, resume_at=window.next_open, now=now)
@@ -147,6 +149,19 @@ def plan_dispatch(
                 skip_locked=True,
             ).tuples()
         ]
+        if per_recipient:
+            due, until, _ = _recipients_open_now(tenant, due, now=now, until=until)
+            if not due:
+                first_open = (
+                    Contact.select(fn.MIN(Contact.next_attempt_at))
+                    .where((Contact.queue == row.id) & (Contact.status == ContactStatus.PENDING))
+                    .scalar()
+                )
+                if first_open is not None and first_open > now:
+                    # Nobody's window is open: wait for the first one to open.
+                    _pause(row.id, kind=health.PAUSE_HOURS, reason=windows.OUTSIDE_HOURS_REASON,
+                           resume_at=first_open, now=now)
+                    return plan
         booking = pacing.book_slots(
             [i.id for i in instances], now=now, until=until, limit=len(due), local_day=local_day,
             **({"rng": rng} if rng else {}),
@@ -177,6 +192,31 @@ def plan_dispatch(
     elif not booked:
         plan.callbacks = complete_if_done(row.id)
     return plan
+
+
+def _recipients_open_now(tenant: Tenant, due: list[int], *, now: datetime, until: datetime):
+    """With business hours read in each recipient's zone: keep the contacts
+    whose window is open now, defer the others to their next opening.
+
+    Returns:
+      (contacts to book, the booking limit so every booked slot is inside its
+      recipient's window, the next openings of the deferred contacts)
+    """
+    if not due:
+        return [], until, []
+    base = windows.calendar_for(tenant)
+    keep, opens = [], []
+    for contact_id, phone in Contact.select(Contact.id, Contact.phone).where(Contact.id.in_(due)).order_by(Contact.position).tuples():
+        calendar = calendar_for_recipient(base, phone)
+        if calendar.is_open(now):
+            keep.append(contact_id)
+            until = min(until, calendar.current_window_end(now) - timedelta(microseconds=1))
+            continue
+        next_open = calendar.next_open(now)
+        Contact.update(next_attempt_at=next_open, updated_at=now).where(Contact.id == contact_id).execute()
+        if next_open is not None:
+            opens.append(next_open)
+    return keep, until, opens
 
 
 class Outcome(enum.Enum):

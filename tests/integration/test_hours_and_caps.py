@@ -162,3 +162,21 @@ def test_the_floor_admits_one_send_per_min_interval(db):
     assert pacing.admit(setup.instance.id, min_interval=2, now=now) == 0
     assert pacing.admit(setup.instance.id, min_interval=2, now=now + timedelta(seconds=0.5)) == 1.5
     assert pacing.admit(setup.instance.id, min_interval=2, now=now + timedelta(seconds=2)) == 0
+
+
+def test_hours_in_each_recipients_zone(db):
+    setup = make_tenant(business_hours="mon-fri 08:00-18:00", recipient_timezone=True, pace=EVERY_20_SECONDS)
+    sao_paulo, manaus, rio_branco = "+5511987654321", "+5592987654321", "+5568987654321"
+    tuesday_1130_utc = datetime(2026, 9, 8, 11, 30)  # 08:30 São Paulo, 07:30 Manaus, 06:30 Rio Branco
+    created = campaigns.create_campaign(setup.tenant, template_type="overdue", now=tuesday_1130_utc, request={
+        "external_id": "tz", "contacts": [contact(sao_paulo), contact(manaus), contact(rio_branco)]})
+    plan = _run(created.queue_id, now=tuesday_1130_utc)
+    assert [Contact.get_by_id(c).phone for c, _ in plan.sends] == [sao_paulo]
+    waiting = {c.phone: c.next_attempt_at for c in Contact.select().where(Contact.status == ContactStatus.PENDING)}
+    assert waiting == {manaus: datetime(2026, 9, 8, 12, 0), rio_branco: datetime(2026, 9, 8, 13, 0)}
+    # nothing open for the others yet: the queue waits for the first opening
+    assert _run(created.queue_id, now=tuesday_1130_utc + timedelta(minutes=1)).sends == []
+    queue = Queue.get_by_id(created.queue_id)
+    assert (queue.status, queue.resume_at) == (QueueStatus.PAUSED, datetime(2026, 9, 8, 12, 0))
+    assert recovery.resume_due_pauses(now=datetime(2026, 9, 8, 12, 0)) == [created.queue_id]
+    assert [Contact.get_by_id(c).phone for c, _ in _run(created.queue_id, now=datetime(2026, 9, 8, 12, 0)).sends] == [manaus]
