@@ -39,7 +39,7 @@ def pause_for_instances(tenant_id: int, *, now=None) -> int:
     now = now or utcnow()
     return (
         Queue.update(status=QueueStatus.INSTANCE_DOWN, pause_kind=PAUSE_INSTANCE, pause_reason=INSTANCE_DOWN_REASON,
-                     updated_at=now)
+                     next_dispatch_at=None, updated_at=now)
         .where((Queue.tenant == tenant_id) & Queue.status.in_(QueueStatus.RUNNING))
         .execute()
     )
@@ -75,7 +75,8 @@ def record_state(instance_id: int, state: str, *, now=None) -> list[str]:
                 (Queue.tenant == instance.tenant_id) & (Queue.status == QueueStatus.INSTANCE_DOWN)
             )
         )
-        Queue.update(status=QueueStatus.PROCESSING, pause_kind="", pause_reason="", updated_at=now).where(
+        Queue.update(status=QueueStatus.PROCESSING, pause_kind="", pause_reason="", next_dispatch_at=None,
+                     updated_at=now).where(
             Queue.id.in_([q.id for q in resumed])
         ).execute()
     return [str(q.id) for q in resumed]

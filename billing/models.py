@@ -246,6 +246,9 @@ class Queue(BaseModel):
     pause_kind = peewee.CharField(max_length=20, default="")
     pause_reason = peewee.CharField(max_length=255, default="")
     resume_at = peewee.DateTimeField(null=True)
+    #: When this queue's dispatch chain runs next (None: no chain). Keeps one
+    #: chain per queue, and tells recovery a chain whose message was lost.
+    next_dispatch_at = peewee.DateTimeField(null=True)
     total_contacts = peewee.IntegerField(default=0)
     rejected_contacts = peewee.IntegerField(default=0)
     created_at = peewee.DateTimeField(default=utcnow)

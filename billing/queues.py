@@ -123,7 +123,7 @@ def pause(queue: Queue, *, reason: str = "") -> bool:
     turn comes. Returns False when the queue was already paused."""
     updated = (
         Queue.update(status=QueueStatus.PAUSED, pause_kind=MANUAL_PAUSE, pause_reason=reason or DEFAULT_PAUSE_REASON,
-                     resume_at=None, updated_at=utcnow())
+                     resume_at=None, next_dispatch_at=None, updated_at=utcnow())
         .where((Queue.id == queue.id) & Queue.status.in_((*QueueStatus.RUNNING, QueueStatus.INSTANCE_DOWN)))
         .execute()
     )
@@ -139,7 +139,8 @@ def resume(queue: Queue) -> bool:
     """Let a paused queue send again. The caller must then enqueue dispatch.
     Returns False when it was not paused (already running)."""
     updated = (
-        Queue.update(status=QueueStatus.PROCESSING, pause_kind="", pause_reason="", resume_at=None, updated_at=utcnow())
+        Queue.update(status=QueueStatus.PROCESSING, pause_kind="", pause_reason="", resume_at=None,
+                     next_dispatch_at=None, updated_at=utcnow())
         .where((Queue.id == queue.id) & Queue.status.in_((QueueStatus.PAUSED, QueueStatus.INSTANCE_DOWN)))
         .execute()
     )

@@ -70,7 +70,8 @@ def resume_due_pauses(*, now: datetime | None = None) -> list[str]:
         )
         ids = [q.id for q in timed] + [q.id for q in waiting]
         if ids:
-            Queue.update(status=QueueStatus.PROCESSING, pause_kind="", pause_reason="", resume_at=None, updated_at=now).where(
+            Queue.update(status=QueueStatus.PROCESSING, pause_kind="", pause_reason="", resume_at=None,
+                         next_dispatch_at=None, updated_at=now).where(
                 Queue.id.in_(ids) & Queue.status.in_((QueueStatus.PAUSED, QueueStatus.INSTANCE_DOWN))
             ).execute()
     return [str(i) for i in ids]
@@ -81,14 +82,22 @@ def release_interrupted_sends(*, now: datetime | None = None) -> int:
     return release_stuck_claims(now=now, timeout=timedelta(0))
 
 
-def queues_with_due_work(*, now: datetime | None = None) -> list[str]:
-    """Running queues that have a contact due to be booked."""
+def queues_with_due_work(*, now: datetime | None = None, grace: timedelta = LOST_MESSAGE_GRACE) -> list[str]:
+    """Running queues that have a contact due to be booked and no live
+    dispatch chain (none, or one whose next run is overdue by ``grace``:
+    its broker message was lost)."""
     now = now or utcnow()
     due = Contact.select(Contact.queue).where(
         (Contact.status == ContactStatus.PENDING)
         & ((Contact.next_attempt_at.is_null()) | (Contact.next_attempt_at <= now))
     )
-    return [str(q.id) for q in Queue.select(Queue.id).where(Queue.status.in_(QueueStatus.RUNNING) & Queue.id.in_(due))]
+    no_chain = Queue.next_dispatch_at.is_null() | (Queue.next_dispatch_at < now - grace)
+    queues = Queue.select(Queue.id).where(Queue.status.in_(QueueStatus.RUNNING) & no_chain & Queue.id.in_(due))
+    ids = [q.id for q in queues]
+    if ids:
+        # The lost chain is over; the dispatch about to be sent starts a new one.
+        Queue.update(next_dispatch_at=None).where(Queue.id.in_(ids)).execute()
+    return [str(i) for i in ids]
 
 
 def complete_finished_queues() -> list[str]:

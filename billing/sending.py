@@ -38,6 +38,9 @@ log = structlog.get_logger(__name__)
 #: batch is booked before the instance would go idle.
 DISPATCH_LEAD = timedelta(seconds=2)
 
+#: A dispatch arriving this close to its chain's scheduled time is that chain.
+CHAIN_TOLERANCE = timedelta(seconds=1)
+
 #: The first failed attempts are retried by the broker (Dramatiq's Retries,
 #: backoff of seconds to minutes); later ones wait in the database.
 QUICK_RETRIES = 2
@@ -81,7 +84,8 @@ class DispatchPlan:
 
 
 def _pause(queue_id, *, kind: str, reason: str, resume_at: datetime | None, now: datetime, status=QueueStatus.PAUSED) -> None:
-    Queue.update(status=status, pause_kind=kind, pause_reason=reason, resume_at=resume_at, updated_at=now).where(
+    Queue.update(status=status, pause_kind=kind, pause_reason=reason, resume_at=resume_at, next_dispatch_at=None,
+                 updated_at=now).where(
         (Queue.id == queue_id) & Queue.status.in_(QueueStatus.RUNNING)
     ).execute()
 
@@ -108,6 +112,10 @@ def plan_dispatch(
         .first()
     )
     if row is None or row.status not in QueueStatus.RUNNING:
+        return DispatchPlan()
+    if row.next_dispatch_at is not None and row.next_dispatch_at > now + CHAIN_TOLERANCE:
+        # This queue's chain runs again soon: an extra trigger (recovery, a
+        # given-back contact, a redelivery) must not start a second chain.
         return DispatchPlan()
     tenant, template_type = row.tenant, row.campaign.type
 
@@ -191,6 +199,19 @@ def plan_dispatch(
         plan.next_dispatch_in = min(horizon.total_seconds() / 2, max(0.0, (until - now).total_seconds()) + 1)
     elif not booked:
         plan.callbacks = complete_if_done(row.id)
+    return _continue_chain(row, plan, now=now)
+
+
+def _continue_chain(queue: Queue, plan: DispatchPlan, *, now: datetime) -> DispatchPlan:
+    """Record when the chain runs next. Of two dispatches running at once only
+    one continues the chain (the other's conditional update finds it taken)."""
+    next_at = None if plan.next_dispatch_in is None else now + timedelta(seconds=plan.next_dispatch_in)
+    claimed = Queue.update(next_dispatch_at=next_at).where(
+        (Queue.id == queue.id)
+        & (Queue.next_dispatch_at.is_null() | (Queue.next_dispatch_at <= now + CHAIN_TOLERANCE))
+    ).execute()
+    if not claimed:
+        plan.next_dispatch_in = None
     return plan
 
 

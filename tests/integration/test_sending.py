@@ -200,3 +200,23 @@ def test_recovery_releases_bookings_whose_message_was_lost(db):
     _drain(created.queue_id)
     assert SandboxMessage.select().count() == 3
     assert recovery.queues_with_due_work() == []
+
+
+def test_one_dispatch_chain_per_queue(db):
+    setup = make_tenant(messages_per_minute=60, pace=EXACT_SECOND)
+    created = _campaign(setup, 200)
+    now = datetime(2030, 1, 1, 12, 0, 0)
+    first = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=now)
+    assert len(first.sends) == 61 and first.next_dispatch_in == pytest.approx(58.0)
+    # an extra trigger while the chain is scheduled (recovery, a given-back contact) does nothing
+    extra = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=now + timedelta(seconds=5))
+    assert extra.sends == [] and extra.next_dispatch_in is None
+    assert recovery.queues_with_due_work(now=now + timedelta(seconds=5)) == []  # the chain is alive
+    # the chain's own message, on time, continues it
+    second = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=now + timedelta(seconds=58))
+    assert len(second.sends) > 0 and second.next_dispatch_in is not None
+    # the chain's next message is lost: recovery starts a new chain once it is overdue
+    lost_at = now + timedelta(seconds=58 + second.next_dispatch_in)
+    assert recovery.queues_with_due_work(now=lost_at + timedelta(minutes=1)) == []
+    assert recovery.queues_with_due_work(now=lost_at + timedelta(minutes=6)) == [created.queue_id]
+    assert sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=lost_at + timedelta(minutes=6)).sends
