@@ -8,6 +8,7 @@ from peewee import fn
 
 from billing import apikeys, campaigns as campaign_rules, limits, tenants, templates
 from billing.admin_schemas import (
+    MAX_ID,
     ApiKeyCreate, CampaignsQuery, InstanceCreate, InstancePatch, PreviewRequest, SettingsPatch, StatsQuery,
     TemplateCreate, TemplatePatch,
 )
@@ -30,6 +31,8 @@ MAX_STATS_DAYS = 366
 
 
 def _owned(model, row_id, tenant: Tenant, what: str):
+    if not 0 < row_id <= MAX_ID:  # beyond the database's ids: cannot exist
+        raise NotFound(f"{what} not found")
     row = model.get_or_none((model.id == row_id) & (model.tenant == tenant.id))
     if row is None:
         raise NotFound(f"{what} not found")
@@ -63,7 +66,10 @@ def list_keys(tenant: Tenant) -> list[dict]:
 def create_key(tenant: Tenant, body: ApiKeyCreate) -> dict:
     expires = body.expires_at
     if expires is not None and expires.tzinfo is not None:
-        expires = expires.astimezone(timezone.utc).replace(tzinfo=None)  # stored as naive UTC
+        try:
+            expires = expires.astimezone(timezone.utc).replace(tzinfo=None)  # stored as naive UTC
+        except OverflowError:
+            raise InvalidRequest("expires_at is out of the calendar's range") from None
     issued = apikeys.issue_key(
         tenant, name=body.name, types=body.types, allowed_ips=body.allowed_ips, expires_at=expires,
         hourly_limit=body.hourly_limit,

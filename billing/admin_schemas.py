@@ -13,6 +13,12 @@ TemplateTypeName = Literal["overdue", "upcoming", "notification"]
 Strategy = Literal["random", "sequential", "weighted"]
 Seconds = Union[StrictInt, StrictFloat]
 
+#: Counts (caps, limits) stop well below the database's 32-bit integers.
+MAX_COUNT = 10_000_000
+
+#: Row ids stop at the database's 64-bit integers.
+MAX_ID = 2**63 - 1
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -23,7 +29,7 @@ class ApiKeyCreate(_Strict):
     types: Optional[list[TemplateTypeName]] = Field(None, description="Types the key may send (default: all).")
     allowed_ips: list[StrictStr] = Field(default_factory=list, description="Addresses or CIDRs (default: any).")
     expires_at: Optional[datetime] = Field(None, description="When the key stops working (UTC).")
-    hourly_limit: StrictInt = Field(0, ge=0, description="Requests per hour (0: the tenant's default).")
+    hourly_limit: StrictInt = Field(0, ge=0, le=MAX_COUNT, description="Requests per hour (0: the tenant's default).")
 
 
 class VariationIn(_Strict):
@@ -49,7 +55,7 @@ class TemplatePatch(_Strict):
 
 class PreviewRequest(_Strict):
     text: Optional[StrictStr] = Field(None, max_length=4_096, description="A template text to try.")
-    template_id: Optional[StrictInt] = Field(None, description="Or a stored template: every variation is rendered.")
+    template_id: Optional[StrictInt] = Field(None, ge=1, le=MAX_ID, description="Or a stored template: every variation is rendered.")
     type: TemplateTypeName = Field("overdue", description="Decides the computed due-date variables' wording.")
     variables: dict[str, Scalar] = Field(default_factory=dict, description="Sample contact fields.")
 
@@ -58,9 +64,9 @@ class _Pace(_Strict):
     messages_per_minute: Optional[Seconds] = Field(None, gt=0, le=60_000)
     min_interval: Optional[Seconds] = Field(None, gt=0, le=86_400)
     max_interval: Optional[Seconds] = Field(None, gt=0, le=86_400)
-    rest_every: Optional[StrictInt] = Field(None, ge=0)
+    rest_every: Optional[StrictInt] = Field(None, ge=0, le=MAX_COUNT)
     rest_seconds: Optional[Seconds] = Field(None, ge=0, le=86_400)
-    daily_cap: Optional[StrictInt] = Field(None, ge=0)
+    daily_cap: Optional[StrictInt] = Field(None, ge=0, le=MAX_COUNT)
     warmup_days: Optional[StrictInt] = Field(None, ge=0, le=365)
 
 
@@ -84,12 +90,12 @@ class SettingsPatch(_Strict):
     holidays: Optional[StrictStr] = Field(None, max_length=20)
     extra_holidays: Optional[list[StrictStr]] = None
     recipient_timezone: Optional[StrictBool] = None
-    daily_cap: Optional[StrictInt] = Field(None, ge=0)
+    daily_cap: Optional[StrictInt] = Field(None, ge=0, le=MAX_COUNT)
     max_attempts: Optional[StrictInt] = Field(None, ge=1, le=20)
     allow_private_callbacks: Optional[StrictBool] = None
     auto_reply: Optional[StrictBool] = None
     api_hourly_limit: Optional[StrictInt] = Field(None, ge=1, le=1_000_000)
-    daily_message_limit: Optional[StrictInt] = Field(None, ge=0)
+    daily_message_limit: Optional[StrictInt] = Field(None, ge=0, le=MAX_COUNT)
 
 
 class TenantCreate(_Strict):
@@ -103,7 +109,7 @@ class CampaignsQuery(_Strict):
     external_id: Optional[StrictStr] = Field(None, max_length=255)
     created_from: Optional[date] = None
     created_to: Optional[date] = None
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_COUNT)
     page_size: int = Field(50, ge=1, le=500)
 
 

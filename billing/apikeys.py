@@ -24,6 +24,9 @@ KEY_MARK = "bk"
 ADMIN_MARK = "bat"
 LABELS = {KEY_MARK: "API key", ADMIN_MARK: "admin token"}
 
+#: The highest hourly limit a key may be given.
+MAX_HOURLY_LIMIT = 10_000_000
+
 #: last_used_at is written at most this often per key (seconds).
 LAST_USED_PRECISION_SECONDS = 60
 PREFIX_BYTES = 6
@@ -84,8 +87,8 @@ def issue_key(
       expires_at: when the key stops working (naive UTC; default: never).
       hourly_limit: requests per hour (0: the tenant's default).
     """
-    if isinstance(hourly_limit, bool) or not isinstance(hourly_limit, int) or hourly_limit < 0:
-        raise InvalidRequest(f"hourly limit must be a whole number >= 0, got {hourly_limit!r}")
+    if isinstance(hourly_limit, bool) or not isinstance(hourly_limit, int) or not 0 <= hourly_limit <= MAX_HOURLY_LIMIT:
+        raise InvalidRequest(f"hourly limit must be a whole number from 0 to {MAX_HOURLY_LIMIT}, got {hourly_limit!r}")
     prefix = secrets.token_hex(PREFIX_BYTES)
     secret = f"{KEY_MARK}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
     row = ApiKey.create(

@@ -11,6 +11,9 @@ from billing.states import ContactStatus
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000
+#: Far beyond any campaign (10,000 contacts a request), and small enough that
+#: the OFFSET fits the database's integers.
+MAX_PAGE = 1_000_000
 
 
 def _positive_int(raw, *, name: str, maximum: int | None = None) -> int:
@@ -66,7 +69,7 @@ def list_contacts(campaign_id, *, tenant_id: int, page=1, page_size=DEFAULT_PAGE
       status: only contacts in this status.
     """
     campaign = get_campaign(campaign_id, tenant_id=tenant_id)
-    page = _positive_int(page, name="page")
+    page = _positive_int(page, name="page", maximum=MAX_PAGE)
     page_size = _positive_int(page_size, name="page_size", maximum=MAX_PAGE_SIZE)
     where = Contact.campaign == campaign.id
     if status:

@@ -116,13 +116,16 @@ WEBHOOK_SECRET_BYTES = 24
 #: Bounds of the tenant's max_attempts setting.
 MAX_ATTEMPTS_RANGE = (1, 20)
 
+#: Caps and limits stop well below the database's 32-bit integers.
+MAX_COUNT = 10_000_000
+
 #: Longest interval or rest an instance may be given (seconds).
 SECONDS_PER_DAY = 86_400
 
 
 def _non_negative_int(value, *, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidRequest(f"{name} must be a whole number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise InvalidRequest(f"{name} must be a whole number from 0 to {MAX_COUNT}, got {value!r}")
     return value
 
 

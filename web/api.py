@@ -6,9 +6,13 @@ from flask import Blueprint, current_app, g, jsonify, request
 from billing import campaigns, contacts, queues
 from billing.apikeys import check_type_allowed
 from billing.errors import InvalidRequest, NotFound
-from billing.schemas import ControlRequest, parse
+from billing.schemas import ControlRequest, SendRequest, parse
 from billing.states import TemplateType
 from web.auth import api_key_required
+from web.openapi import operation
+from web.responses import (
+    CampaignPath, ContactsPage, ContactsQuery, ControlResponse, QueuePath, QueueStatus, SendPath, SendResponse,
+)
 
 bp = Blueprint("billing_api", __name__)
 
@@ -24,6 +28,12 @@ def json_body() -> dict:
 
 
 @bp.post("/send/<template_type>")
+@operation(summary="Create a campaign and queue its reminders", tags=("billing",), path=SendPath, body=SendRequest,
+           response=SendResponse, errors=(403, 404, 409, 413, 422),
+           description="One path for the three message types. A body that does not validate is refused whole (422, "
+           "every problem in errors); a contact whose data is unusable (invalid phone, duplicate phone, missing "
+           "template variable) is rejected alone and listed in rejected; the others are queued. An external_id "
+           "already used answers 409 with the existing campaign's ids.")
 @api_key_required
 def send(template_type: str):
     """One code path for send/overdue, send/upcoming and send/notification."""
@@ -51,6 +61,7 @@ def send(template_type: str):
 
 
 @bp.get("/queue/<queue_id>/status")
+@operation(summary="A queue's progress", tags=("billing",), path=QueuePath, response=QueueStatus, errors=(404,))
 @api_key_required
 def queue_status(queue_id: str):
     queue = queues.get_queue(queue_id, tenant_id=g.tenant.id)
@@ -58,6 +69,8 @@ def queue_status(queue_id: str):
 
 
 @bp.post("/queue/<queue_id>/control")
+@operation(summary="Pause, resume or cancel a queue", tags=("billing",), path=QueuePath, body=ControlRequest,
+           response=ControlResponse, errors=(404, 409, 413, 422))
 @api_key_required
 def queue_control(queue_id: str):
     queue = queues.get_queue(queue_id, tenant_id=g.tenant.id)
@@ -81,6 +94,8 @@ def _control_message(action: str, changed: bool) -> str:
 
 
 @bp.get("/campaign/<campaign_id>/contacts")
+@operation(summary="A campaign's contacts and what became of each, page by page", tags=("billing",),
+           path=CampaignPath, query=ContactsQuery, response=ContactsPage, errors=(404, 422))
 @api_key_required
 def campaign_contacts(campaign_id: str):
     page = contacts.list_contacts(
