@@ -28,9 +28,11 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-## Benchmarks: print their figures (need PostgreSQL for the ingest one).
+## Benchmarks: print their figures (ingest needs PostgreSQL; pacing needs
+## PostgreSQL and RabbitMQ and runs the production stack for about 3 minutes).
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.pacing
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -61,6 +61,11 @@ MAX_BROKER_DELAY = timedelta(minutes=5)
 #: the worker thread; a longer wait goes back to the broker as a delay.
 MAX_FLOOR_SLEEP = timedelta(seconds=2)
 
+#: How often a send may find the floor closed before it goes back to the
+#: broker, and the random spread of its waits (seconds).
+MAX_FLOOR_TRIES = 20
+FLOOR_JITTER_SECONDS = 0.02
+
 #: pause_reason when a daily cap stopped the queue.
 DAILY_CAP_REASON = "Limite diário de envios atingido"
 
@@ -73,12 +78,14 @@ class DispatchPlan:
     """What a dispatch pass decided.
 
     Parameters:
-      sends: (contact id, delay in seconds) to enqueue as send_contact.
+      sends: (contact id, booked slot as naive UTC) to enqueue as send_contact;
+        the delay is computed as each message is published, so the time spent
+        publishing a batch does not push the later sends back.
       next_dispatch_in: seconds until dispatch should run again, or None.
       callbacks: callback deliveries to hand to the broker.
     """
 
-    sends: list[tuple[int, float]] = field(default_factory=list)
+    sends: list[tuple[int, datetime]] = field(default_factory=list)
     next_dispatch_in: float | None = None
     callbacks: list[str] = field(default_factory=list)
 
@@ -183,7 +190,7 @@ def plan_dispatch(
                 instance=Case(Contact.id, [(c, i) for c, i, _ in booked]),
                 updated_at=now,
             ).where(Contact.id.in_([c for c, _, _ in booked]) & (Contact.status == ContactStatus.PENDING)).execute()
-            plan.sends = [(c, max(0.0, (s - now).total_seconds())) for c, _, s in booked]
+            plan.sends = [(c, s) for c, _, s in booked]
 
     more_waiting = bool(remaining) or len(due) == batch_size
     if remaining and not booked and booking.capped_until:
@@ -374,17 +381,23 @@ def send_one(contact_id: int, *, now: datetime | None = None) -> SendReport:
 
 
 def _pass_floor(contact: Contact) -> datetime | None:
-    """Wait (briefly, once) until the instance's floor admits this send;
-    returns the moment it was admitted, or None when it would wait long."""
+    """Wait (briefly) until the instance's floor admits this send; returns the
+    moment it was admitted, or None when it would wait long.
+
+    Threads waiting on one instance sleep a random extra bit, so they do not
+    all wake at the same moment and all but one give up.
+    """
     min_interval = pacing.Pace.of(contact.instance).min_interval
-    for _ in range(2):
+    deadline = time.monotonic() + MAX_FLOOR_SLEEP.total_seconds()
+    for _ in range(MAX_FLOOR_TRIES):
         now = utcnow()
         wait = pacing.admit(contact.instance_id, min_interval=min_interval, now=now)
         if wait == 0:
             return now
-        if wait > MAX_FLOOR_SLEEP.total_seconds():
+        pause = wait + random.uniform(0, FLOOR_JITTER_SECONDS)
+        if time.monotonic() + pause > deadline:
             return None
-        time.sleep(wait)
+        time.sleep(pause)
     return None
 
 

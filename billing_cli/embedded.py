@@ -17,6 +17,10 @@ from billing.config import Settings
 
 log = structlog.get_logger(__name__)
 
+#: How often (ms) the worker releases due delayed messages: Dramatiq's default
+#: of a second makes sends late by up to a second, and bunches them.
+WORKER_POLL_MS = 100
+
 
 def run_embedded(*, host: str | None, port: int | None) -> None:
     """Migrate, bootstrap the demo tenant, recover, then serve until a signal.
@@ -47,7 +51,7 @@ def run_embedded(*, host: str | None, port: int | None) -> None:
         recovery.release_interrupted_sends()
         recovery.release_lost_bookings(grace=timedelta(0))
 
-    worker = dramatiq.Worker(tasks.broker, worker_threads=settings.worker_threads)
+    worker = dramatiq.Worker(tasks.broker, worker_threads=settings.worker_threads, worker_timeout=WORKER_POLL_MS)
     worker.start()
     found = recovery.recover()
     for queue_id in found.queues:

@@ -12,6 +12,7 @@ import structlog
 from peewee import InterfaceError, OperationalError
 
 from billing import callbacks, health, inbound, recovery, sending
+from billing.clock import utcnow
 from billing.config import Settings
 from billing.models import Instance
 from billing.providers import GatewayError, gateway_for
@@ -55,7 +56,8 @@ def dispatch(queue_id: str) -> None:
         horizon=timedelta(seconds=_settings.dispatch_horizon_seconds),
         batch_size=_settings.dispatch_batch_size,
     )
-    for contact_id, delay in plan.sends:
+    for contact_id, slot in plan.sends:
+        delay = max(0.0, (slot - utcnow()).total_seconds())  # now, not when the batch was planned
         send_contact.send_with_options(args=(contact_id,), delay=int(delay * 1000))
     enqueue_callbacks(plan.callbacks)
     if plan.next_dispatch_in is not None:
