@@ -29,12 +29,22 @@ DEFAULT_CLAIM_TIMEOUT = timedelta(minutes=5)
 AUTOMATIC_PAUSES = (health.PAUSE_HOURS, health.PAUSE_DAILY_CAP)
 
 
+#: A contact waiting for a broker retry (queued, no slot) whose message has not
+#: come this long after the failure lost it: longer than the longest backoff.
+LOST_RETRY_GRACE = timedelta(minutes=15)
+
+
 def release_lost_bookings(*, now: datetime | None = None, grace: timedelta = LOST_MESSAGE_GRACE) -> int:
-    """queued -> pending for bookings whose message never came; returns how many."""
+    """queued -> pending for bookings whose message never came (and retries
+    whose message never came back); returns how many."""
     now = now or utcnow()
+    lost_booking = Contact.slot_at < now - grace
+    # grace 0 (start-up of the embedded mode: the broker is empty) means every one.
+    retry_grace = max(grace, LOST_RETRY_GRACE) if grace else grace
+    lost_retry = Contact.slot_at.is_null() & (Contact.updated_at <= now - retry_grace)
     return (
         Contact.update(status=ContactStatus.PENDING, slot_at=None, updated_at=now)
-        .where((Contact.status == ContactStatus.QUEUED) & (Contact.slot_at < now - grace))
+        .where((Contact.status == ContactStatus.QUEUED) & (lost_booking | lost_retry))
         .execute()
     )
 

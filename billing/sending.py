@@ -194,9 +194,20 @@ def plan_dispatch(
 
     more_waiting = bool(remaining) or len(due) == batch_size
     if remaining and not booked and booking.capped_until:
-        # Every instance (or the tenant) reached its daily cap: wait for midnight.
-        _pause(row.id, kind=health.PAUSE_DAILY_CAP, reason=DAILY_CAP_REASON, resume_at=booking.capped_until, now=now)
-        return plan
+        last_booked = (
+            Contact.select(fn.MAX(Contact.slot_at))
+            .where((Contact.queue == row.id) & Contact.status.in_((ContactStatus.QUEUED, ContactStatus.SENDING)))
+            .scalar()
+        )
+        if last_booked is None:
+            # Every instance (or the tenant) reached its daily cap and every
+            # booked send went out: wait for midnight.
+            _pause(row.id, kind=health.PAUSE_DAILY_CAP, reason=DAILY_CAP_REASON, resume_at=booking.capped_until, now=now)
+            return plan
+        # Pausing now would give back sends already booked (and counted) under
+        # the cap: let them go out first, and look again just after the last.
+        plan.next_dispatch_in = max(1.0, (last_booked - now).total_seconds() + 1.0)
+        return _continue_chain(row, plan, now=now)
     if more_waiting and booked:
         last_slot = max(s for _, _, s in booked)
         plan.next_dispatch_in = max(0.0, (last_slot - DISPATCH_LEAD - now).total_seconds())
@@ -282,6 +293,11 @@ def claim(contact_id: int, *, now: datetime) -> bool:
     Contact.update(status=ContactStatus.PENDING, slot_at=None, updated_at=now).where(
         (Contact.id == contact_id) & (Contact.status == ContactStatus.QUEUED) & Contact.queue.in_(stopped)
     ).execute()
+    # A contact re-queued by a send in flight when its queue was cancelled ends now.
+    cancelled = Queue.select(Queue.id).where(Queue.status == QueueStatus.CANCELLED)
+    Contact.update(status=ContactStatus.CANCELLED, reason="cancelled by caller", finished_at=now, updated_at=now).where(
+        (Contact.id == contact_id) & (Contact.status == ContactStatus.QUEUED) & Contact.queue.in_(cancelled)
+    ).execute()
     return False
 
 
@@ -310,6 +326,8 @@ def _rebook_retry(contact: Contact, *, now: datetime) -> SendReport | None:
     retries after an outage cannot outrun it, and respects business hours.
     Returns None when it may go now."""
     queue_id = str(contact.queue_id)
+    if contact.slot_at is not None:
+        return None  # this delivery is for the slot booked for the retry
     if not windows.window_for(contact.tenant, contact.campaign.type, now=now).open:
         _give_back(contact, now=now)  # dispatch pauses the queue until the window opens
         return SendReport(Outcome.DEFERRED, contact.id, queue_id, windows.OUTSIDE_HOURS_REASON)
@@ -427,8 +445,9 @@ def _record_failure(contact: Contact, error: GatewayError, *, queue_id: str) -> 
         if final:
             update = dict(status=ContactStatus.FAILED, finished_at=now)
         elif quick:
-            # Back to queued so the retried message can claim it again.
-            update = dict(status=ContactStatus.QUEUED)
+            # Back to queued so the retried message can claim it again; no
+            # slot yet: the retry books its own (see _rebook_retry).
+            update = dict(status=ContactStatus.QUEUED, slot_at=None)
         else:
             delay = DATABASE_RETRY_DELAYS[min(contact.attempts - QUICK_RETRIES, len(DATABASE_RETRY_DELAYS)) - 1]
             update = dict(status=ContactStatus.PENDING, slot_at=None, next_attempt_at=now + delay)

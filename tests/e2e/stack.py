@@ -8,6 +8,10 @@ Two stacks:
 The worker's processes and threads and any extra environment (intervals,
 timeouts, backoffs) are configurable, and single processes can be started,
 stopped or killed, for tests of the sending discipline under failures.
+
+A production stack uses the fixed queue names of one RabbitMQ vhost, so runs
+on the same vhost take turns (:func:`hold_broker`, held from the purge before
+``start()`` until ``stop()``).
 """
 from __future__ import annotations
 
@@ -29,10 +33,9 @@ BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Dramatiq's queues (and their delay/dead-letter twins) purged before a run,
-#: so messages of an earlier run cannot touch this one. ``maintenance`` carries
-#: the scheduler's recover/check_instance messages (instance ids of another
-#: database would be checked otherwise).
-BROKER_QUEUES = ("dispatch", "send", "maintenance")
+#: so messages of an earlier run cannot touch this one: ids of another
+#: database would be claimed, checked or delivered in this one.
+BROKER_QUEUES = ("dispatch", "send", "maintenance", "callbacks")
 
 STARTUP_TIMEOUT = 30
 
@@ -54,11 +57,62 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def purge_rabbitmq(url: str) -> None:
-    """Delete the broker's queues (run while no worker consumes them; a worker
-    declares them again when it starts)."""
+#: Held by the run that uses a vhost's queues: an exclusive queue, which only
+#: one connection may declare and which goes when that connection closes (the
+#: run ended, or its process died). Runs of the suite, of another suite and
+#: the benchmarks take turns through it instead of taking each other's messages.
+BROKER_LOCK_QUEUE = "billing-tests.lock"
+#: How long a run waits for another to release the vhost.
+BROKER_LOCK_TIMEOUT = 180
+#: AMQP reply code of a queue another connection holds exclusively.
+RESOURCE_LOCKED = 405
+
+_broker_locks: dict = {}  # url -> the pika connection that holds the lock
+
+
+def hold_broker(url: str, *, timeout: float = BROKER_LOCK_TIMEOUT) -> None:
+    """Take this process's turn on the vhost of ``url`` (kept until
+    :func:`release_broker` or the process ends); waits for another holder."""
     import pika
 
+    held = _broker_locks.get(url)
+    if held is not None and held.is_open:
+        return
+    params = pika.URLParameters(url)
+    params.heartbeat = 0  # nobody services this connection; it must not be dropped as dead
+    deadline = time.monotonic() + timeout
+    while True:
+        connection = pika.BlockingConnection(params)
+        try:
+            connection.channel().queue_declare(BROKER_LOCK_QUEUE, exclusive=True, auto_delete=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            connection.close()
+            if exc.reply_code != RESOURCE_LOCKED:
+                raise
+        else:
+            _broker_locks[url] = connection
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"another run has held this RabbitMQ vhost for {timeout:g}s; wait for it to end "
+                "or point BILLING_TEST_RABBITMQ_URL at a vhost of its own")
+        time.sleep(1)
+
+
+def release_broker(url: str) -> None:
+    """End this process's turn on the vhost of ``url`` (if it had one)."""
+    connection = _broker_locks.pop(url, None)
+    if connection is not None and connection.is_open:
+        connection.close()
+
+
+def purge_rabbitmq(url: str) -> None:
+    """Delete the broker's queues (run while no worker consumes them; a worker
+    declares them again when it starts). Takes this process's turn on the
+    vhost first, so it never deletes the queues of a run in progress."""
+    import pika
+
+    hold_broker(url)
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         for name in BROKER_QUEUES:
@@ -70,6 +124,45 @@ def purge_rabbitmq(url: str) -> None:
                     pass
     finally:
         connection.close()
+
+
+def broker_consumers(url: str) -> dict[str, int]:
+    """Consumers attached to the stack's queues (a worker of another run)."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    found = {}
+    try:
+        for name in BROKER_QUEUES:
+            for queue in (name, f"{name}.DQ"):
+                channel = connection.channel()
+                try:
+                    consumers = channel.queue_declare(queue, passive=True).method.consumer_count
+                except pika.exceptions.ChannelClosedByBroker:  # no such queue
+                    continue
+                if consumers:
+                    found[queue] = consumers
+    finally:
+        connection.close()
+    return found
+
+
+def wait_for_idle_broker(url: str, *, timeout: float = BROKER_LOCK_TIMEOUT) -> None:
+    """Take this process's turn on the vhost, then wait until no worker
+    consumes its queues (a run that does not take turns). The tests purge and
+    reuse the queues of one vhost: another run at the same time would take
+    this run's messages, and its purge would delete our queues."""
+    deadline = time.monotonic() + timeout
+    hold_broker(url, timeout=timeout)
+    while True:
+        busy = broker_consumers(url)
+        if not busy:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"another run's workers consume this RabbitMQ vhost ({busy}) after {timeout:g}s; "
+                "wait for it to end or point BILLING_TEST_RABBITMQ_URL at a vhost of its own")
+        time.sleep(1)
 
 
 def wait_until(check: Callable[[], T], *, timeout: float, message: str | Callable[[], str] = "condition not met",
@@ -166,13 +259,15 @@ class Stack:
             raise AssertionError(f"python failed ({result.returncode}): {result.stderr}")
         return result
 
-    def outbox(self) -> list[dict]:
-        """The sandbox gateway's messages, read through ``billing outbox --json``."""
-        return [json.loads(line) for line in self.cli("outbox", "--json").stdout.splitlines() if line.strip()]
+    def outbox(self, *, tenant: str | None = None) -> list[dict]:
+        """The sandbox gateway's messages (of one tenant, if given), read
+        through ``billing outbox --json``."""
+        args = ("--tenant", tenant) if tenant else ()
+        return [json.loads(line) for line in self.cli("outbox", "--json", *args).stdout.splitlines() if line.strip()]
 
-    def outbox_counts(self) -> collections.Counter:
+    def outbox_counts(self, *, tenant: str | None = None) -> collections.Counter:
         """How many sandbox messages each contact id got."""
-        return collections.Counter(message["contact_id"] for message in self.outbox())
+        return collections.Counter(message["contact_id"] for message in self.outbox(tenant=tenant))
 
     # --- database --------------------------------------------------------
     def sql(self, query: str, params: tuple = ()) -> list[tuple]:
@@ -199,13 +294,16 @@ class Stack:
             conn.close()
 
     # --- processes -----------------------------------------------------
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], *, env: dict | None = None) -> None:
         log = open(self.workdir / f"{name}.log", "w")
         self.processes[name] = subprocess.Popen(
-            args, env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args, env={**self.env, **(env or {})}, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def start(self) -> None:
+        if self.kind != "embedded" and self.env.get("BROKER_URL"):
+            hold_broker(self.env["BROKER_URL"])  # released by stop()
         self.cli("db", "upgrade")
         if self.kind == "embedded":
             self._spawn("run", [str(BIN / "billing"), "run", "--port", str(self.port)])
@@ -217,10 +315,14 @@ class Stack:
         self.wait_healthy()
 
     def start_worker(self, name: str = "worker", *, processes: int | None = None, threads: int | None = None) -> None:
-        """``dramatiq tasks`` (every queue) as process ``name``."""
+        """``dramatiq tasks`` (every queue) as process ``name``, as the
+        Procfile runs it: delayed messages released every
+        DRAMATIQ_WORKER_TIMEOUT ms (100 unless the environment says otherwise)."""
+        timeout = self.env.get("dramatiq_worker_timeout") or self.env.get("DRAMATIQ_WORKER_TIMEOUT") or "100"
         self._spawn(name, [str(BIN / "dramatiq"), "tasks",
                            "--processes", str(processes or self.worker_processes),
-                           "--threads", str(threads or self.worker_threads)])
+                           "--threads", str(threads or self.worker_threads)],
+                    env={"dramatiq_worker_timeout": timeout})
 
     def start_scheduler(self, name: str = "scheduler") -> None:
         """``billing scheduler`` as process ``name`` (a second one stands by)."""
@@ -300,6 +402,8 @@ class Stack:
             if _group_alive(process.pid):
                 os.killpg(process.pid, signal.SIGKILL)
         self.processes.clear()
+        if self.kind != "embedded" and self.env.get("BROKER_URL"):
+            release_broker(self.env["BROKER_URL"])
 
     # --- API -------------------------------------------------------------
     def post(self, path: str, body: dict, *, key: str, headers: dict | None = None) -> requests.Response:
