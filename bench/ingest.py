@@ -37,7 +37,6 @@ Run: ``make bench`` (or ``.venv/bin/python -m bench.ingest``).
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import io
 import json
@@ -49,13 +48,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from typing import Callable
 
 import psycopg2
 from psycopg2 import sql
 
 from billing import db as billing_db
+from bench.postgres import redact, scratch_database, server_version
 from billing import migrations
 from billing.campaigns import INSERT_FIELDS, create_campaign, template_variables
 from billing.config import Settings
@@ -249,13 +248,6 @@ def run_rounds(steps: list[Step]) -> dict[str, Figure]:
 # --- the database ----------------------------------------------------------
 
 
-def redact(url: str) -> str:
-    """``url`` without its password, fit for a message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def admin_connection(server_url: str):
@@ -269,33 +261,8 @@ def admin_connection(server_url: str):
     return conn
 
 
-@contextlib.contextmanager
-def scratch_database(admin, server_url: str) -> Iterator[str]:
-    """Create a database, yield its URL, and drop it whatever happens."""
-    name = f"{DATABASE_PREFIX}{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    finally:
-        # Give back billing's pooled connections before dropping.
-        close_all = getattr(billing_db.database.obj, "close_all", None)
-        if close_all is not None:
-            close_all()
-        with admin.cursor() as cur:
-            # A connection left open (ours after an error, a psql someone
-            # opened) would make DROP DATABASE fail.
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
-def server_version(admin) -> str:
-    with admin.cursor() as cur:
-        cur.execute("SHOW server_version")
-        return cur.fetchone()[0]
 
 
 # --- a. the HTTP request ---------------------------------------------------
@@ -502,7 +469,7 @@ def main() -> None:
     admin = admin_connection(server_url)
     try:
         pg_version = server_version(admin)
-        with scratch_database(admin, server_url) as url:
+        with scratch_database(admin, server_url, prefix=DATABASE_PREFIX) as url:
             billing_db.connect(url)
             migrations.upgrade()
             setup = make_tenant("bench")

@@ -62,17 +62,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Callable, TypeVar
 
 import psycopg2
-from psycopg2 import sql
 
+from bench.postgres import redact, scratch_database, server_version
 from billing.config import DEFAULT_RECOVERY_INTERVAL_SECONDS
 from billing.models import Contact, Instance, Tenant
 from billing.sending import MAX_FLOOR_SLEEP
@@ -173,12 +171,6 @@ class BenchError(Exception):
 # --- services --------------------------------------------------------------
 
 
-def redact(url: str) -> str:
-    """``url`` without its password, fit for a message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 def first_line(exc: BaseException) -> str:
@@ -216,28 +208,8 @@ def rabbitmq_version(url: str) -> str:
     return version.decode() if isinstance(version, bytes) else str(version)
 
 
-@contextlib.contextmanager
-def scratch_database(admin, server_url: str) -> Iterator[str]:
-    """Create a database, yield its URL, and drop it whatever happens."""
-    name = f"{DATABASE_PREFIX}{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    finally:
-        with admin.cursor() as cur:
-            # A process that outlived the stack would make DROP DATABASE fail.
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (name,),
-            )
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
-def server_version(admin) -> str:
-    with admin.cursor() as cur:
-        cur.execute("SHOW server_version")
-        return cur.fetchone()[0]
 
 
 def claim_broker(url: str) -> float:
@@ -683,7 +655,7 @@ def main() -> None:
         waited = claim_broker(broker_url)
         watch = BrokerWatch(broker_url)
         with tempfile.TemporaryDirectory(prefix=DATABASE_PREFIX) as workdir, \
-                scratch_database(admin, server_url) as database_url:
+                scratch_database(admin, server_url, prefix=DATABASE_PREFIX) as database_url:
             stack = Stack(
                 kind="production", env={"DATABASE_URL": database_url, "BROKER_URL": broker_url},
                 workdir=Path(workdir), worker_processes=WORKER_PROCESSES, worker_threads=WORKER_THREADS,
