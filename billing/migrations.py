@@ -43,9 +43,35 @@ def _0001_initial() -> None:
     database.create_tables(models.ALL_MODELS, safe=True)
 
 
+def _add_missing_columns(model, *names: str) -> None:
+    """Add the model's columns ``names`` that the table lacks (idempotent)."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+
+    table = model._meta.table_name
+    present = {c.name for c in database.get_columns(table)}
+    migrator = PostgresqlMigrator(database) if is_postgres() else SqliteMigrator(database)
+    operations = [
+        migrator.add_column(table, model._meta.fields[name].column_name, model._meta.fields[name])
+        for name in names
+        if model._meta.fields[name].column_name not in present
+    ]
+    if operations:
+        migrate(*operations)
+
+
+def _0002_field_guarantees() -> None:
+    """Instance health reasons and sent counts, claims that name their worker,
+    published bookings, ambiguous sends, auto-reply claims, process heartbeats."""
+    _add_missing_columns(models.Instance, "health_reason", "sent_day", "sent_count")
+    _add_missing_columns(models.Contact, "enqueued_at", "claimed_by", "outcome_unknown")
+    _add_missing_columns(models.InboundMessage, "answer_claimed_at")
+    database.create_tables([models.Heartbeat], safe=True)
+
+
 #: Every migration, oldest first. Append; never edit one that has shipped.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _0001_initial),
+    Migration(2, "field guarantees: health reasons, worker claims, heartbeats", _0002_field_guarantees),
 )
 
 

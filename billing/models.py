@@ -197,7 +197,13 @@ class Instance(BaseModel):
     #: as the HMAC key (WAHA).
     webhook_secret = peewee.CharField(max_length=100, default="")
     health = peewee.CharField(max_length=20, default="unknown")
+    #: Why the instance is down, in words an operator can act on ("" when up).
+    health_reason = peewee.CharField(max_length=300, default="")
     health_checked_at = peewee.DateTimeField(null=True)
+    #: Messages the gateway accepted on the local day ``sent_day`` (the daily
+    #: caps book against day_count, which also holds booked, unsent slots).
+    sent_day = peewee.CharField(max_length=10, default="")
+    sent_count = peewee.IntegerField(default=0)
     is_active = peewee.BooleanField(default=True)
     created_at = peewee.DateTimeField(default=utcnow)
 
@@ -278,7 +284,17 @@ class Contact(BaseModel):
     provider_message_id = peewee.CharField(max_length=255, default="")
     next_attempt_at = peewee.DateTimeField(null=True)
     slot_at = peewee.DateTimeField(null=True)
+    #: When the broker message for the booked slot was published (None while
+    #: booked but not yet handed to the broker: a dispatch that died between
+    #: its commit and its publish left it, and recovery gives it back at once).
+    enqueued_at = peewee.DateTimeField(null=True)
     claimed_at = peewee.DateTimeField(null=True)
+    #: The worker process (billing.workers id) holding the ``sending`` claim;
+    #: released as soon as that worker stops beating.
+    claimed_by = peewee.CharField(max_length=120, default="")
+    #: A send went out and no answer came (timeout): before sending again the
+    #: gateway is asked whether the message arrived.
+    outcome_unknown = peewee.BooleanField(default=False)
     sent_at = peewee.DateTimeField(null=True)
     delivered_at = peewee.DateTimeField(null=True)
     read_at = peewee.DateTimeField(null=True)
@@ -320,6 +336,9 @@ class InboundMessage(BaseModel):
     received_at = peewee.DateTimeField(default=utcnow)
     #: When the auto-reply went out (it goes at most once).
     answered_at = peewee.DateTimeField(null=True)
+    #: When an auto-reply send was last claimed (a crashed one is claimable
+    #: again after a while; a failed one is released at once).
+    answer_claimed_at = peewee.DateTimeField(null=True)
 
     class Meta:
         # Gateways retry webhooks: the same message must be stored once.
@@ -384,6 +403,24 @@ class DisabledEndpoint(BaseModel):
         indexes = ((("tenant", "url"), True),)
 
 
+class Heartbeat(BaseModel):
+    """A running process (worker, scheduler, web) and the last time it said so.
+
+    Claims name their worker; a worker whose beat is stale is dead, and its
+    claims are released at once (see billing.workers).
+    """
+
+    id = peewee.CharField(max_length=120, primary_key=True)  # host:pid:random
+    kind = peewee.CharField(max_length=20)
+    hostname = peewee.CharField(max_length=255, default="")
+    pid = peewee.IntegerField(default=0)
+    started_at = peewee.DateTimeField(default=utcnow)
+    beat_at = peewee.DateTimeField(default=utcnow, index=True)
+    stopped_at = peewee.DateTimeField(null=True)
+    #: Anything the process wants ops to see (threads, queues, leader...).
+    info = JSONField(default=dict)
+
+
 class SandboxMessage(BaseModel):
     """What the ``sandbox`` gateway would have sent to WhatsApp."""
 
@@ -400,5 +437,5 @@ class SandboxMessage(BaseModel):
 #: Every table, in creation order (parents before children).
 ALL_MODELS = (
     Tenant, ApiKey, AdminToken, RateCounter, IdempotencyRecord, Template, Variation, Instance, WhatsappNumber, Campaign, Queue, Contact, Event,
-    InboundMessage, OptOut, CallbackDelivery, CallbackAttempt, DisabledEndpoint, SandboxMessage,
+    InboundMessage, OptOut, CallbackDelivery, CallbackAttempt, DisabledEndpoint, Heartbeat, SandboxMessage,
 )
