@@ -291,10 +291,12 @@ class Contact(BaseModel):
     claimed_at = peewee.DateTimeField(null=True)
     #: The worker process (billing.workers id) holding the ``sending`` claim;
     #: released as soon as that worker stops beating.
-    claimed_by = peewee.CharField(max_length=120, default="")
+    claimed_by = peewee.CharField(max_length=120, default="", constraints=[peewee.SQL("DEFAULT ''")])
+    # (Columns added after the first release carry a database default too:
+    # ingest loads contacts with COPY, which knows nothing of peewee's.)
     #: A send went out and no answer came (timeout): before sending again the
     #: gateway is asked whether the message arrived.
-    outcome_unknown = peewee.BooleanField(default=False)
+    outcome_unknown = peewee.BooleanField(default=False, constraints=[peewee.SQL("DEFAULT FALSE")])
     sent_at = peewee.DateTimeField(null=True)
     delivered_at = peewee.DateTimeField(null=True)
     read_at = peewee.DateTimeField(null=True)

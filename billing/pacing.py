@@ -17,6 +17,8 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from peewee import Case
+
 from billing.db import locked
 from billing.models import Instance, Tenant
 
@@ -229,3 +231,73 @@ def minutes(seconds: float) -> int:
     """Whole minutes, rounded up (at least 1 for any positive time)."""
     return max(1, math.ceil(seconds / SECONDS_PER_MINUTE)) if seconds > 0 else 0
 
+
+
+def _day_keys(instance_ids) -> dict[int, tuple[str, object]]:
+    """Each instance's tenant zone, as (instance id -> (zone name, local_day))."""
+    from billing.windows import local_day  # windows reads the tenant's calendar
+
+    rows = (
+        Instance.select(Instance.id, Tenant.timezone)
+        .join(Tenant, on=(Instance.tenant == Tenant.id))
+        .where(Instance.id.in_(list(instance_ids)))
+        .tuples()
+    )
+    return {instance_id: (zone, local_day(zone)) for instance_id, zone in rows}
+
+
+def release_slots(slots: list[tuple[int, datetime]]) -> None:
+    """Give booked, unsent slots back to today's daily caps.
+
+    A slot of a day that is over (or not yet the counted day) changes nothing:
+    only today's reservations are counted in ``day_count``. Must run in the
+    transaction that unbooked the contacts.
+
+    Parameters:
+      slots: (instance id, booked slot as naive UTC) of each slot given back.
+    """
+    if not slots:
+        return
+    zones = _day_keys({instance_id for instance_id, _ in slots})
+    per_instance: dict[tuple[int, str], int] = {}
+    for instance_id, slot in slots:
+        if instance_id not in zones:
+            continue
+        day, _ = zones[instance_id][1](slot)
+        key = (instance_id, day.isoformat())
+        per_instance[key] = per_instance.get(key, 0) + 1
+    per_tenant: dict[tuple[int, str], int] = {}
+    tenants = dict(
+        Instance.select(Instance.id, Instance.tenant).where(Instance.id.in_([i for i, _ in per_instance])).tuples()
+    )
+    for (instance_id, day_key), count in per_instance.items():
+        Instance.update(day_count=Case(None, [(Instance.day_count > count, Instance.day_count - count)], 0)).where(
+            (Instance.id == instance_id) & (Instance.day_key == day_key)
+        ).execute()
+        tenant_key = (tenants[instance_id], day_key)
+        per_tenant[tenant_key] = per_tenant.get(tenant_key, 0) + count
+    for (tenant_id, day_key), count in per_tenant.items():
+        Tenant.update(day_count=Case(None, [(Tenant.day_count > count, Tenant.day_count - count)], 0)).where(
+            (Tenant.id == tenant_id) & (Tenant.day_key == day_key)
+        ).execute()
+
+
+def count_sent(instance_id: int, *, at: datetime) -> None:
+    """One more message the gateway accepted on ``at``'s local day."""
+    zones = _day_keys([instance_id])
+    if instance_id not in zones:
+        return
+    day, _ = zones[instance_id][1](at)
+    key = day.isoformat()
+    Instance.update(
+        sent_count=Case(None, [(Instance.sent_day == key, Instance.sent_count + 1)], 1), sent_day=key,
+    ).where(Instance.id == instance_id).execute()
+
+
+def sent_today(instance: Instance, *, now: datetime) -> int:
+    """Messages the gateway accepted today (the instance's tenant zone)."""
+    zones = _day_keys([instance.id])
+    if instance.id not in zones:
+        return 0
+    day, _ = zones[instance.id][1](now)
+    return instance.sent_count if instance.sent_day == day.isoformat() else 0

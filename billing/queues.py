@@ -13,7 +13,7 @@ from peewee import fn
 from billing.clock import as_utc_iso, utcnow
 from billing.db import write_transaction
 from billing.errors import Conflict, NotFound
-from billing import callbacks, pacing, windows
+from billing import callbacks, pacing, transitions, windows, workers
 from billing.models import Campaign, Contact, Queue, Tenant
 from billing.states import ContactStatus, QueueStatus
 
@@ -60,20 +60,15 @@ def queue_status(queue: Queue) -> dict:
     sent = sum(counts.get(s, 0) for s in ContactStatus.DELIVERED_TO_GATEWAY)
     delivered = counts.get(ContactStatus.DELIVERED, 0) + counts.get(ContactStatus.READ, 0)
     open_count = sum(counts.get(s, 0) for s in ContactStatus.OPEN)
-    pending_retry = (
-        Contact.select()
-        .where((Contact.queue == queue.id) & Contact.status.in_(ContactStatus.OPEN) & (Contact.attempts > 0))
-        .count()
-        if open_count
-        else 0
-    )
+    pending_retry = _pending_retries(queue.id) if open_count else 0
+    stalled = stalled_contacts(queue.id, now=now) if open_count and queue.status in QueueStatus.RUNNING else 0
     done = total - open_count
     rate = _current_rate(queue.id, now=now)
     return {
         "id": str(queue.id),
         "billing_campaign_id": str(queue.campaign_id),
         "status": queue.status,
-        "status_display": QueueStatus.LABELS.get(queue.status, queue.status),
+        "status_display": _display(queue.status, stalled=stalled),
         "total_contacts": total,
         "contacts_sent": sent,
         "contacts_delivered": delivered,
@@ -81,6 +76,7 @@ def queue_status(queue: Queue) -> dict:
         "contacts_failed": counts.get(ContactStatus.FAILED, 0),
         "contacts_pending": open_count,
         "contacts_pending_retry": pending_retry,
+        "contacts_stalled": stalled,
         "contacts_cancelled": counts.get(ContactStatus.CANCELLED, 0),
         "contacts_opted_out": counts.get(ContactStatus.OPTED_OUT, 0),
         "contacts_rejected": queue.rejected_contacts,
@@ -93,6 +89,39 @@ def queue_status(queue: Queue) -> dict:
         "pause_reason": queue.pause_reason,
         "resume_at": as_utc_iso(queue.resume_at),
     }
+
+
+def _display(status: str, *, stalled: int) -> str:
+    label = QueueStatus.LABELS.get(status, status)
+    return f"{label} ({stalled} contato(s) parado(s))" if stalled else label
+
+
+def _pending_retries(queue_id) -> int:
+    """Open contacts waiting to be tried again after a failed attempt. A first
+    attempt in flight (sending, attempts 1) is not a retry; a contact back in
+    pending or queued after an attempt is, and so is a second attempt in flight."""
+    waiting_again = Contact.status.in_((ContactStatus.PENDING, ContactStatus.QUEUED)) & (Contact.attempts > 0)
+    retrying_now = (Contact.status == ContactStatus.SENDING) & (Contact.attempts > 1)
+    return Contact.select().where((Contact.queue == queue_id) & (waiting_again | retrying_now)).count()
+
+
+#: A booked contact whose slot passed this long ago without a worker claiming
+#: it is late: its message is lost or the workers are behind or down.
+STALL_AFTER = timedelta(seconds=30)
+
+
+def stalled_contacts(queue_id, *, now) -> int:
+    """Open contacts that should be moving and are not: booked ones whose slot
+    is long past, and claims held by a worker that stopped beating. The
+    status shows them (recovery releases them) instead of a receding ETA."""
+    late = (Contact.status == ContactStatus.QUEUED) & (Contact.slot_at < now - STALL_AFTER)
+    live = workers.live_ids(now=now)
+    claims = Contact.status == ContactStatus.SENDING
+    if live is None:
+        dead_claims = claims & (Contact.claimed_at < now - STALL_AFTER - workers.DEAD_AFTER)
+    else:
+        dead_claims = claims & ~Contact.claimed_by.in_(live or [""]) & (Contact.claimed_at < now - workers.DEAD_AFTER)
+    return Contact.select().where((Contact.queue == queue_id) & (late | dead_claims)).count()
 
 
 def _current_rate(queue_id, *, now) -> float:
@@ -119,15 +148,11 @@ def _eta(queue: Queue, *, open_count: int, now) -> str | None:
 
 
 def pause(queue: Queue, *, reason: str = "") -> bool:
-    """Stop sending. Contacts already booked go back to pending when their
-    turn comes. Returns False when the queue was already paused."""
-    updated = (
-        Queue.update(status=QueueStatus.PAUSED, pause_kind=MANUAL_PAUSE, pause_reason=reason or DEFAULT_PAUSE_REASON,
-                     resume_at=None, next_dispatch_at=None, updated_at=utcnow())
-        .where((Queue.id == queue.id) & Queue.status.in_((*QueueStatus.RUNNING, QueueStatus.INSTANCE_DOWN)))
-        .execute()
-    )
-    if updated:
+    """Stop sending. Booked contacts that no worker has claimed go back to
+    pending at once and give their slots back to the daily caps; a send in
+    flight finishes. Returns False when the queue was already paused."""
+    if transitions.move_queues(transitions.PAUSE, Queue.id == queue.id, now=utcnow(), pause_kind=MANUAL_PAUSE,
+                               pause_reason=reason or DEFAULT_PAUSE_REASON, resume_at=None):
         return True
     current = Queue.get_by_id(queue.id)
     if current.status == QueueStatus.PAUSED:
@@ -138,13 +163,7 @@ def pause(queue: Queue, *, reason: str = "") -> bool:
 def resume(queue: Queue) -> bool:
     """Let a paused queue send again. The caller must then enqueue dispatch.
     Returns False when it was not paused (already running)."""
-    updated = (
-        Queue.update(status=QueueStatus.PROCESSING, pause_kind="", pause_reason="", resume_at=None,
-                     next_dispatch_at=None, updated_at=utcnow())
-        .where((Queue.id == queue.id) & Queue.status.in_((QueueStatus.PAUSED, QueueStatus.INSTANCE_DOWN)))
-        .execute()
-    )
-    if updated:
+    if transitions.move_queues(transitions.RESUME, Queue.id == queue.id, now=utcnow()):
         return True
     current = Queue.get_by_id(queue.id)
     if current.status in QueueStatus.RUNNING:
@@ -154,19 +173,10 @@ def resume(queue: Queue) -> bool:
 
 def cancel(queue: Queue) -> bool:
     """End the queue: contacts not yet claimed by a worker end ``cancelled``
-    (a send already in flight finishes). Returns False when already cancelled."""
-    now = utcnow()
-    with write_transaction():
-        updated = (
-            Queue.update(status=QueueStatus.CANCELLED, completed_at=now, updated_at=now)
-            .where((Queue.id == queue.id) & ~Queue.status.in_(QueueStatus.FINAL))
-            .execute()
-        )
-        if updated:
-            Contact.update(
-                status=ContactStatus.CANCELLED, reason="cancelled by caller", finished_at=now, updated_at=now
-            ).where((Contact.queue == queue.id) & Contact.status.in_((ContactStatus.PENDING, ContactStatus.QUEUED))).execute()
-            return True
+    and give their slots back (a send already in flight finishes). Returns
+    False when already cancelled."""
+    if transitions.move_queues(transitions.CANCEL_QUEUE, Queue.id == queue.id, now=utcnow()):
+        return True
     current = Queue.get_by_id(queue.id)
     if current.status == QueueStatus.CANCELLED:
         return False
@@ -185,12 +195,7 @@ def complete_if_done(queue_id) -> list[str]:
         (Contact.queue == queue_id) & Contact.status.in_(ContactStatus.OPEN)
     )
     with write_transaction():
-        completed = (
-            Queue.update(status=QueueStatus.COMPLETED, completed_at=now, updated_at=now)
-            .where((Queue.id == queue_id) & Queue.status.in_(QueueStatus.RUNNING) & ~fn.EXISTS(still_open))
-            .execute()
-        )
-        if not completed:
+        if not transitions.move_queues(transitions.COMPLETE, (Queue.id == queue_id) & ~fn.EXISTS(still_open), now=now):
             return []
         delivery = callbacks.emit_queue_completed(queue_id, queue_status(Queue.get_by_id(queue_id)), now=now)
     return [delivery] if delivery else []

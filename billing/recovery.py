@@ -1,16 +1,19 @@
-"""Finding work the broker lost or the clock released, so no contact or
-queue stays in limbo.
+"""Finding work the broker lost, a dead worker held, or the clock released,
+so no contact or queue stays in limbo.
 
 The database says what is left to do; these functions turn that into queue
 ids to dispatch. They are safe to run at any time and from any process:
-dispatch and the send claim are idempotent.
+dispatch and the send claim are idempotent. Lost work is found directly, in
+seconds: a claim names its worker, and a worker that stopped beating holds
+nothing (billing.workers); a booking says whether its broker message was
+published (``contact.enqueued_at``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from billing import callbacks, health
+from billing import callbacks, health, transitions, workers
 from billing.clock import utcnow
 from billing.db import write_transaction
 from billing.models import Contact, Instance, Queue
@@ -18,49 +21,70 @@ from billing.queues import complete_if_done
 from billing.states import ContactStatus, QueueStatus
 
 #: A booked contact whose slot passed this long ago without a worker claiming
-#: it has lost its broker message (broker restart, embedded mode stopped).
+#: it has lost its published broker message (a broker that lost its queues).
+#: Long, because a message also waits behind a backlog of due sends.
 LOST_MESSAGE_GRACE = timedelta(minutes=5)
 
-#: A claim older than this belongs to a worker that died mid-send: longer than
-#: a send may take (the actor's time limit, typing delay included).
+#: A booking whose broker message was never published (the dispatch died
+#: between its commit and its publish) is given back after this long: more
+#: than one dispatch pass takes to publish its batch.
+UNPUBLISHED_GRACE = timedelta(seconds=10)
+
+#: A claim older than this is released even if its worker cannot be told dead
+#: (claims of processes that never registered, or while the database came up
+#: too recently to judge heartbeats): longer than a send may take.
 DEFAULT_CLAIM_TIMEOUT = timedelta(minutes=5)
 
 #: Pauses the scheduler lifts on its own once resume_at has passed.
 AUTOMATIC_PAUSES = (health.PAUSE_HOURS, health.PAUSE_DAILY_CAP)
 
-
 #: A contact waiting for a broker retry (queued, no slot) whose message has not
 #: come this long after the failure lost it: longer than the longest backoff.
 LOST_RETRY_GRACE = timedelta(minutes=15)
 
+#: A dispatch chain whose next run is overdue by this much lost its message.
+LOST_CHAIN_GRACE = timedelta(seconds=30)
+
 
 def release_lost_bookings(*, now: datetime | None = None, grace: timedelta = LOST_MESSAGE_GRACE) -> int:
-    """queued -> pending for bookings whose message never came (and retries
-    whose message never came back); returns how many."""
+    """queued -> pending for bookings whose message never came: never
+    published, or published and lost; returns how many."""
     now = now or utcnow()
+    unpublished = Contact.enqueued_at.is_null() & Contact.slot_at.is_null(False) & (
+        Contact.updated_at <= now - min(grace, UNPUBLISHED_GRACE))
     lost_booking = Contact.slot_at < now - grace
     # grace 0 (start-up of the embedded mode: the broker is empty) means every one.
     retry_grace = max(grace, LOST_RETRY_GRACE) if grace else grace
     lost_retry = Contact.slot_at.is_null() & (Contact.updated_at <= now - retry_grace)
-    return (
-        Contact.update(status=ContactStatus.PENDING, slot_at=None, updated_at=now)
-        .where((Contact.status == ContactStatus.QUEUED) & (lost_booking | lost_retry))
-        .execute()
-    )
+    return len(transitions.move_contacts(
+        transitions.RELEASE_LOST, unpublished | lost_booking | lost_retry, now=now))
 
 
-def release_stuck_claims(*, now: datetime | None = None, timeout: timedelta = DEFAULT_CLAIM_TIMEOUT) -> int:
-    """sending -> pending for claims whose worker died (kill -9, crash).
+def release_dead_claims(*, now: datetime | None = None, timeout: timedelta = DEFAULT_CLAIM_TIMEOUT) -> int:
+    """sending -> pending for claims whose worker died (kill -9, crash, a
+    machine gone): at once when its heartbeat says so, after ``timeout``
+    when nothing can be said.
 
     Such a contact may have reached WhatsApp just before the worker died; it
     is sent again, which is preferred to never sending it. Its attempt counts.
     """
     now = now or utcnow()
-    return (
-        Contact.update(status=ContactStatus.PENDING, slot_at=None, reason="send interrupted", updated_at=now)
-        .where((Contact.status == ContactStatus.SENDING) & (Contact.claimed_at < now - timeout))
-        .execute()
-    )
+    live = workers.live_ids(now=now)
+    too_old = Contact.claimed_at < now - timeout
+    if live is None:  # the database just came up: a stale beat proves nothing yet
+        dead = too_old
+    else:
+        dead = too_old | (~Contact.claimed_by.in_(live or [""]) & (Contact.claimed_by != "")
+                          & (Contact.claimed_at < now - workers.DEAD_AFTER))
+    return len(transitions.move_contacts(
+        transitions.RELEASE_DEAD_CLAIM, dead, now=now, reason="send interrupted"))
+
+
+def release_stuck_claims(*, now: datetime | None = None, timeout: timedelta = DEFAULT_CLAIM_TIMEOUT) -> int:
+    """Claims older than ``timeout``, whoever holds them (see release_dead_claims)."""
+    now = now or utcnow()
+    return len(transitions.move_contacts(
+        transitions.RELEASE_DEAD_CLAIM, Contact.claimed_at < now - timeout, now=now, reason="send interrupted"))
 
 
 def resume_due_pauses(*, now: datetime | None = None) -> list[str]:
@@ -69,21 +93,12 @@ def resume_due_pauses(*, now: datetime | None = None) -> list[str]:
     Returns the queue ids to dispatch."""
     now = now or utcnow()
     with write_transaction():
-        timed = Queue.select(Queue.id).where(
-            (Queue.status == QueueStatus.PAUSED) & Queue.pause_kind.in_(AUTOMATIC_PAUSES) & (Queue.resume_at <= now)
-        )
+        timed = (Queue.status == QueueStatus.PAUSED) & Queue.pause_kind.in_(AUTOMATIC_PAUSES) & (Queue.resume_at <= now)
         healthy_tenants = Instance.select(Instance.tenant).where(
             (Instance.is_active == True) & (Instance.health != health.DOWN)  # noqa: E712
         )
-        waiting = Queue.select(Queue.id).where(
-            (Queue.status == QueueStatus.INSTANCE_DOWN) & Queue.tenant.in_(healthy_tenants)
-        )
-        ids = [q.id for q in timed] + [q.id for q in waiting]
-        if ids:
-            Queue.update(status=QueueStatus.PROCESSING, pause_kind="", pause_reason="", resume_at=None,
-                         next_dispatch_at=None, updated_at=now).where(
-                Queue.id.in_(ids) & Queue.status.in_((QueueStatus.PAUSED, QueueStatus.INSTANCE_DOWN))
-            ).execute()
+        waiting = (Queue.status == QueueStatus.INSTANCE_DOWN) & Queue.tenant.in_(healthy_tenants)
+        ids = transitions.move_queues(transitions.RESUME, timed | waiting, now=now)
     return [str(i) for i in ids]
 
 
@@ -92,7 +107,16 @@ def release_interrupted_sends(*, now: datetime | None = None) -> int:
     return release_stuck_claims(now=now, timeout=timedelta(0))
 
 
-def queues_with_due_work(*, now: datetime | None = None, grace: timedelta = LOST_MESSAGE_GRACE) -> list[str]:
+def restart_chains(*, now: datetime | None = None) -> int:
+    """Forget every running queue's dispatch chain (start-up of the embedded
+    mode: the in-memory broker lost their messages), so recovery dispatches
+    them at once instead of waiting for the chains to look lost."""
+    return Queue.update(next_dispatch_at=None).where(
+        Queue.status.in_(QueueStatus.RUNNING) & Queue.next_dispatch_at.is_null(False)
+    ).execute()
+
+
+def queues_with_due_work(*, now: datetime | None = None, grace: timedelta = LOST_CHAIN_GRACE) -> list[str]:
     """Running queues that have a contact due to be booked and no live
     dispatch chain (none, or one whose next run is overdue by ``grace``:
     its broker message was lost)."""
@@ -132,9 +156,10 @@ def recover(*, now: datetime | None = None, claim_timeout: timedelta = DEFAULT_C
     """One recovery pass."""
     now = now or utcnow()
     release_lost_bookings(now=now)
-    release_stuck_claims(now=now, timeout=claim_timeout)
+    release_dead_claims(now=now, timeout=claim_timeout)
     resumed = resume_due_pauses(now=now)
     finished = complete_finished_queues()
+    workers.forget_old(now=now)
     return Recovered(
         queues=list(dict.fromkeys(resumed + queues_with_due_work(now=now))),
         callbacks=finished + callbacks.due(now=now),

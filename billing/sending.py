@@ -22,12 +22,13 @@ from datetime import datetime, timedelta
 import structlog
 from peewee import Case, fn
 
-from billing import callbacks, health, numbers, pacing, windows
+from billing import health, numbers, pacing, transitions, windows, workers
 from billing.clock import utcnow
-from billing.db import locked, write_transaction
+from billing.db import database, locked, write_transaction
 from billing.hours import calendar_for_recipient
 from billing.models import Campaign, Contact, Event, Instance, Queue, Tenant
 from billing.providers import GatewayError, gateway_for
+from billing.providers.base import SendResult
 from billing.queues import complete_if_done
 from billing.states import ContactStatus, QueueStatus
 from billing.tenants import sending_instances
@@ -90,11 +91,10 @@ class DispatchPlan:
     callbacks: list[str] = field(default_factory=list)
 
 
-def _pause(queue_id, *, kind: str, reason: str, resume_at: datetime | None, now: datetime, status=QueueStatus.PAUSED) -> None:
-    Queue.update(status=status, pause_kind=kind, pause_reason=reason, resume_at=resume_at, next_dispatch_at=None,
-                 updated_at=now).where(
-        (Queue.id == queue_id) & Queue.status.in_(QueueStatus.RUNNING)
-    ).execute()
+def _pause(queue_id, *, kind: str, reason: str, resume_at: datetime | None, now: datetime) -> None:
+    transition = transitions.INSTANCE_DOWN if kind == health.PAUSE_INSTANCE else transitions.PAUSE_AUTOMATIC
+    transitions.move_queues(transition, Queue.id == queue_id, now=now, pause_kind=kind, pause_reason=reason,
+                            resume_at=resume_at)
 
 
 def plan_dispatch(
@@ -136,8 +136,7 @@ def plan_dispatch(
 
     instances = sending_instances(tenant.id)
     if not instances:
-        _pause(row.id, kind=health.PAUSE_INSTANCE, reason=health.INSTANCE_DOWN_REASON, resume_at=None, now=now,
-               status=QueueStatus.INSTANCE_DOWN)
+        _pause(row.id, kind=health.PAUSE_INSTANCE, reason=health.INSTANCE_DOWN_REASON, resume_at=None, now=now)
         log.warning("queue waits for an instance", queue_id=str(row.id))
         return DispatchPlan()
 
@@ -147,9 +146,12 @@ def plan_dispatch(
     local_day = windows.local_day(tenant.timezone)
     plan = DispatchPlan()
     with write_transaction():
-        Queue.update(status=QueueStatus.PROCESSING, started_at=now, updated_at=now).where(
-            (Queue.id == row.id) & (Queue.status == QueueStatus.PENDING)
-        ).execute()
+        # The queue row is locked while its contacts are booked: a pause,
+        # resume or cancel waits for this pass and then sees every booking.
+        status = locked(Queue.select(Queue.status).where(Queue.id == row.id)).scalar()
+        if status not in QueueStatus.RUNNING:
+            return plan
+        transitions.move_queues(transitions.START, Queue.id == row.id, now=now)
         due = [
             contact_id
             for (contact_id,) in locked(
@@ -184,12 +186,12 @@ def plan_dispatch(
         booked = [(contact_id, instance_id, slot) for contact_id, (slot, instance_id) in zip(due, booking.slots)]
         remaining = due[len(booked):]
         if booked:
-            Contact.update(
-                status=ContactStatus.QUEUED,
+            transitions.move_contacts(
+                transitions.BOOK, Contact.id.in_([c for c, _, _ in booked]), now=now,
                 slot_at=Case(Contact.id, [(c, s) for c, _, s in booked]),
                 instance=Case(Contact.id, [(c, i) for c, i, _ in booked]),
-                updated_at=now,
-            ).where(Contact.id.in_([c for c, _, _ in booked]) & (Contact.status == ContactStatus.PENDING)).execute()
+                enqueued_at=None,
+            )
             plan.sends = [(c, s) for c, _, s in booked]
 
     more_waiting = bool(remaining) or len(due) == batch_size
@@ -269,35 +271,81 @@ class Outcome(enum.Enum):
 
 @dataclass
 class SendReport:
+    """What one send did, for the actor.
+
+    Parameters:
+      outcome: what the actor does next (see :class:`Outcome`).
+      contact_id, queue_id: whose send it was.
+      reason: why it did not go (for the log).
+      delay: seconds until the re-enqueued message (LATER).
+      slot: the slot a LATER message is for (its booking token).
+      callbacks: callback deliveries to hand to the broker (their rows are committed).
+    """
+
     outcome: Outcome
     contact_id: int
     queue_id: str = ""
     reason: str = ""
     delay: float = 0.0
-    #: Callback deliveries to hand to the broker (their rows are committed).
+    slot: datetime | None = None
     callbacks: list[str] = field(default_factory=list)
 
 
-def claim(contact_id: int, *, now: datetime) -> bool:
-    """queued -> sending for a contact whose queue is running; True if ours."""
+#: A send the gateway accepted is recorded even across a database outage of
+#: this long: the record is retried, never the send (a second send would reach
+#: the customer twice, and acks would match only the second message).
+RECORD_DEADLINE = timedelta(minutes=10)
+
+#: Waits between two tries of a record while the database is away (seconds;
+#: the last repeats), short so the record lands soon after it returns.
+RECORD_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0)
+
+#: Event kinds of the ambiguous-send checks.
+EVENT_UNCONFIRMED = "send_unconfirmed"
+EVENT_CONFIRMED = "send_confirmed"
+EVENT_RESEND_CHECKED = "resend_after_check"
+
+
+def claim(contact_id: int, *, now: datetime, slot: datetime | None = None, worker: str = "") -> bool:
+    """queued -> sending for a contact whose queue is running; True if ours.
+
+    Parameters:
+      contact_id: the contact.
+      now: the time of the claim.
+      slot: the booked slot the broker message was published for; a message
+        for an older booking (the contact was given back and booked again
+        since) claims nothing. None: any booking (messages without a token).
+      worker: the claiming process (billing.workers), so its death releases
+        the claim at once.
+    """
     running = Queue.select(Queue.id).where(Queue.status.in_(QueueStatus.RUNNING))
-    claimed = (
-        Contact.update(status=ContactStatus.SENDING, attempts=Contact.attempts + 1, claimed_at=now, updated_at=now)
-        .where((Contact.id == contact_id) & (Contact.status == ContactStatus.QUEUED) & Contact.queue.in_(running))
-        .execute()
-    )
-    if claimed:
+    mine = (Contact.id == contact_id) & Contact.queue.in_(running)
+    if slot is not None:
+        # A retry's redelivery has no slot of its own (RETRY_SOON forgot it).
+        mine &= (Contact.slot_at == slot) | Contact.slot_at.is_null()
+    if transitions.move_contacts(transitions.CLAIM, mine, now=now, claimed_at=now, claimed_by=worker):
         return True
-    # A paused queue gives its booked contacts back, to be booked again on resume.
-    stopped = Queue.select(Queue.id).where(Queue.status.in_((QueueStatus.PAUSED, QueueStatus.INSTANCE_DOWN)))
-    Contact.update(status=ContactStatus.PENDING, slot_at=None, updated_at=now).where(
-        (Contact.id == contact_id) & (Contact.status == ContactStatus.QUEUED) & Contact.queue.in_(stopped)
-    ).execute()
-    # A contact re-queued by a send in flight when its queue was cancelled ends now.
-    cancelled = Queue.select(Queue.id).where(Queue.status == QueueStatus.CANCELLED)
-    Contact.update(status=ContactStatus.CANCELLED, reason="cancelled by caller", finished_at=now, updated_at=now).where(
-        (Contact.id == contact_id) & (Contact.status == ContactStatus.QUEUED) & Contact.queue.in_(cancelled)
-    ).execute()
+    return _settle_unclaimable(contact_id, now=now, slot=slot, worker=worker)
+
+
+def _settle_unclaimable(contact_id: int, *, now: datetime, slot: datetime | None, worker: str) -> bool:
+    """A queued contact this message could not claim: its queue stopped. Give
+    it back (paused) or end it (cancelled), under the queue's row lock so a
+    resume cannot slip in between and leave it queued with no message."""
+    with write_transaction():
+        row = Contact.select(Contact.queue, Contact.status, Contact.slot_at).where(Contact.id == contact_id).first()
+        if row is None or row.status != ContactStatus.QUEUED:
+            return False
+        if slot is not None and row.slot_at is not None and row.slot_at != slot:
+            return False  # a stale message: the contact's live booking has its own
+        status = locked(Queue.select(Queue.status).where(Queue.id == row.queue_id)).scalar()
+        this = Contact.id == contact_id
+        if status in QueueStatus.RUNNING:  # resumed just now: the message is still ours
+            return bool(transitions.move_contacts(transitions.CLAIM, this, now=now, claimed_at=now, claimed_by=worker))
+        if status == QueueStatus.CANCELLED:
+            transitions.move_contacts(transitions.CANCEL, this, now=now, reason=transitions.CANCELLED_REASON)
+        elif status in (QueueStatus.PAUSED, QueueStatus.INSTANCE_DOWN):
+            transitions.move_contacts(transitions.UNBOOK, this, now=now)
     return False
 
 
@@ -314,11 +362,14 @@ def _load(contact_id: int) -> Contact:
     )
 
 
+def _mine(contact: Contact):
+    """The contact, while this claim still holds it."""
+    return (Contact.id == contact.id) & (Contact.claimed_by == contact.claimed_by)
+
+
 def _give_back(contact: Contact, *, now: datetime, at: datetime | None = None) -> None:
     """sending -> pending, not counting this attempt; due again at ``at``."""
-    Contact.update(
-        status=ContactStatus.PENDING, attempts=Contact.attempts - 1, slot_at=None, next_attempt_at=at, updated_at=now
-    ).where((Contact.id == contact.id) & (Contact.status == ContactStatus.SENDING)).execute()
+    transitions.move_contacts(transitions.GIVE_BACK, _mine(contact), now=now, next_attempt_at=at)
 
 
 def _rebook_retry(contact: Contact, *, now: datetime) -> SendReport | None:
@@ -342,29 +393,37 @@ def _rebook_retry(contact: Contact, *, now: datetime) -> SendReport | None:
             return SendReport(Outcome.DEFERRED, contact.id, queue_id, "no send slot soon")
         slot, _ = booking.slots[0]
         if slot - now <= SLOT_TOLERANCE:
+            Contact.update(slot_at=slot).where(Contact.id == contact.id).execute()
             return None
-        Contact.update(status=ContactStatus.QUEUED, attempts=Contact.attempts - 1, slot_at=slot, updated_at=now).where(
-            (Contact.id == contact.id) & (Contact.status == ContactStatus.SENDING)
-        ).execute()
-    return SendReport(Outcome.LATER, contact.id, queue_id, delay=(slot - now).total_seconds())
+        transitions.move_contacts(transitions.REBOOK, _mine(contact), now=now, slot_at=slot, enqueued_at=now)
+    return SendReport(Outcome.LATER, contact.id, queue_id, delay=(slot - now).total_seconds(), slot=slot)
 
 
-def send_one(contact_id: int, *, now: datetime | None = None) -> SendReport:
+def send_one(contact_id: int, *, now: datetime | None = None, slot: datetime | None = None) -> SendReport:
     """Claim, send and record one contact.
+
+    Parameters:
+      contact_id: the contact.
+      now: the current time (tests).
+      slot: the booking the broker message was published for (see :func:`claim`).
 
     Returns:
       A report whose ``outcome`` tells the caller (the actor) what to do next.
     """
     now = now or utcnow()
-    if not claim(contact_id, now=now):
+    if not claim(contact_id, now=now, slot=slot, worker=workers.current_id()):
         return SendReport(Outcome.SKIPPED, contact_id)
     contact = _load(contact_id)
     queue_id = str(contact.queue_id)
+    gateway = gateway_for(contact.instance)
+    if contact.outcome_unknown:
+        confirmed = _confirm_earlier_send(contact, gateway)
+        if confirmed is not None:
+            return _record_sent(contact, confirmed, chat_id=contact.chat_id, admitted_at=None, confirmed=True)
     if contact.attempts > 1:
         later = _rebook_retry(contact, now=now)
         if later is not None:
             return later
-    gateway = gateway_for(contact.instance)
     try:
         chat_id = contact.chat_id or numbers.resolve_chat_id(contact.tenant_id, contact.phone, gateway, now=now)
         if chat_id is None:
@@ -375,27 +434,104 @@ def send_one(contact_id: int, *, now: datetime | None = None) -> SendReport:
         result = gateway.send_text(phone=contact.phone, chat_id=chat_id, text=contact.message, contact_id=contact.id)
     except GatewayError as exc:
         return _record_failure(contact, exc, queue_id=queue_id)
+    return _record_sent(contact, result, chat_id=chat_id, admitted_at=admitted_at)
 
-    done_at = utcnow()
-    with write_transaction():
-        Contact.update(
-            status=ContactStatus.SENT,
-            provider_message_id=result.provider_message_id,
-            chat_id=result.chat_id or chat_id,
-            reason="",
-            sent_at=admitted_at,
-            updated_at=done_at,
-        ).where((Contact.id == contact.id) & (Contact.status == ContactStatus.SENDING)).execute()
-        Event.create(
-            contact=contact.id,
-            kind="sent",
-            detail={"provider_message_id": result.provider_message_id, "instance": contact.instance.name},
-            created_at=done_at,
+
+def _confirm_earlier_send(contact: Contact, gateway) -> SendResult | None:
+    """The previous attempt went out but its answer never came: ask the
+    gateway whether the message arrived before sending it again.
+
+    Returns:
+      The earlier message when the gateway shows it, else None (send again;
+      what was decided is written to the contact's history).
+    """
+    since = (
+        Event.select(fn.MAX(Event.created_at))
+        .where((Event.contact == contact.id) & (Event.kind == EVENT_UNCONFIRMED))
+        .scalar()
+    ) or contact.created_at
+    # The request left before the failure was recorded: look a little earlier.
+    since -= timedelta(seconds=AMBIGUOUS_LOOKBACK_SECONDS)
+    find_sent = getattr(gateway, "find_sent", None)
+    decision, found = "not_found", None
+    try:
+        if find_sent is None:
+            raise LookupError("this gateway cannot list sent messages")
+        found = find_sent(chat_id=contact.chat_id, text=contact.message, since=since)
+    except Exception as exc:  # the gateway cannot tell: sending again is the lesser evil
+        decision = "unchecked"
+        log.warning("could not check an unconfirmed send; sending again", contact_id=contact.id, error=str(exc)[:200])
+    else:
+        if found is not None:
+            decision = "found"
+    Event.create(contact=contact.id, kind=EVENT_CONFIRMED if found else EVENT_RESEND_CHECKED,
+                 detail={"decision": decision, **({"provider_message_id": found.provider_message_id} if found else {})},
+                 created_at=utcnow())
+    return found
+
+
+#: How long before the recorded failure of an unanswered send the gateway's
+#: history is searched for it (the request's timeout, with room).
+AMBIGUOUS_LOOKBACK_SECONDS = 120
+
+
+def _record_sent(contact: Contact, result: SendResult, *, chat_id: str, admitted_at: datetime | None,
+                 confirmed: bool = False) -> SendReport:
+    """sending -> sent. The gateway has the message: the record is retried
+    across a database outage (see :data:`RECORD_DEADLINE`), never the send."""
+    queue_id = str(contact.queue_id)
+
+    def record() -> list[str]:
+        done_at = utcnow()
+        # A late record wins over a resend: if the claim was released while
+        # the database was away, the contact is not sent twice.
+        mine = _mine(contact) | ((Contact.id == contact.id) & Contact.status.in_((ContactStatus.PENDING,
+                                                                                 ContactStatus.QUEUED)))
+        moved = transitions.move_contacts(
+            transitions.SEND_ACCEPTED, mine, now=done_at,
+            detail={"provider_message_id": result.provider_message_id, "instance": contact.instance.name,
+                    **({"confirmed_after_timeout": True} if confirmed else {})},
+            provider_message_id=result.provider_message_id, chat_id=result.chat_id or chat_id, reason="",
+            sent_at=admitted_at or done_at, outcome_unknown=False,
         )
-        delivery = callbacks.emit_for_contact(contact.id, "sent", now=done_at)
+        return moved.callbacks + complete_if_done(contact.queue_id)
+
     report = SendReport(Outcome.SENT, contact.id, queue_id)
-    report.callbacks = [d for d in [delivery] if d] + complete_if_done(contact.queue_id)
+    report.callbacks = _durably(record, what="send result", contact_id=contact.id)
     return report
+
+
+def _durably(work, *, what: str, contact_id: int):
+    """Run ``work`` (one transaction) until it commits or RECORD_DEADLINE passes.
+
+    The database may be restarting: each try drops this thread's connection
+    (a broken one is discarded by the pool) and waits a little longer.
+    """
+    from peewee import InterfaceError, OperationalError
+
+    deadline = time.monotonic() + RECORD_DEADLINE.total_seconds()
+    tries = 0
+    while True:
+        try:
+            with write_transaction():
+                return work()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if tries == 0:
+                log.warning("database unavailable; retrying the record", what=what, contact_id=contact_id,
+                            error=str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+            _drop_connection()
+            time.sleep(RECORD_BACKOFF_SECONDS[min(tries, len(RECORD_BACKOFF_SECONDS) - 1)])
+            tries += 1
+
+
+def _drop_connection() -> None:
+    try:
+        if not database.is_closed():
+            database.close()
+    except Exception:  # a connection the server already dropped may fail to close; it is gone either way
+        pass
 
 
 def _pass_floor(contact: Contact) -> datetime | None:
@@ -421,10 +557,8 @@ def _pass_floor(contact: Contact) -> datetime | None:
 
 def _requeue(contact: Contact, *, delay: float, now: datetime) -> SendReport:
     """sending -> queued again, not counting this attempt; the actor re-enqueues it."""
-    Contact.update(status=ContactStatus.QUEUED, attempts=Contact.attempts - 1, updated_at=now).where(
-        (Contact.id == contact.id) & (Contact.status == ContactStatus.SENDING)
-    ).execute()
-    return SendReport(Outcome.LATER, contact.id, str(contact.queue_id), delay=delay)
+    transitions.move_contacts(transitions.REQUEUE, _mine(contact), now=now, enqueued_at=now)
+    return SendReport(Outcome.LATER, contact.id, str(contact.queue_id), delay=delay, slot=contact.slot_at)
 
 
 def _record_failure(contact: Contact, error: GatewayError, *, queue_id: str) -> SendReport:
@@ -432,39 +566,49 @@ def _record_failure(contact: Contact, error: GatewayError, *, queue_id: str) -> 
     if error.instance_down:
         # Not the contact's fault: give it back without using up an attempt;
         # dispatch books it again on a healthy instance.
-        with write_transaction():
-            _give_back(contact, now=now)
-            Event.create(contact=contact.id, kind="send_error", detail={"reason": error.reason, "instance_down": True},
-                         created_at=now)
-        health.record_state(contact.instance_id, health.DOWN, now=now)
+        _give_back(contact, now=now)
+        Event.create(contact=contact.id, kind="send_error", detail={"reason": error.reason, "instance_down": True},
+                     created_at=now)
+        health.record_state(contact.instance_id, health.DOWN, reason=error.reason, now=now)
         return SendReport(Outcome.DEFERRED, contact.id, queue_id, error.reason)
 
+    ambiguous = bool(getattr(error, "ambiguous", False))
     final = not error.transient or contact.attempts >= contact.tenant.max_attempts
     quick = contact.attempts <= QUICK_RETRIES
+    detail = {"reason": error.reason, "transient": error.transient, **({"ambiguous": True} if ambiguous else {})}
     with write_transaction():
+        if ambiguous:
+            Event.create(contact=contact.id, kind=EVENT_UNCONFIRMED, detail={"reason": error.reason}, created_at=now)
         if final:
-            update = dict(status=ContactStatus.FAILED, finished_at=now)
+            moved = transitions.move_contacts(transitions.SEND_FAILED, _mine(contact), now=now, detail=detail,
+                                              reason=error.reason, outcome_unknown=ambiguous)
         elif quick:
             # Back to queued so the retried message can claim it again; no
             # slot yet: the retry books its own (see _rebook_retry).
-            update = dict(status=ContactStatus.QUEUED, slot_at=None)
+            moved = transitions.move_contacts(transitions.RETRY_SOON, _mine(contact), now=now, detail=detail,
+                                              reason=error.reason, outcome_unknown=ambiguous, enqueued_at=now)
         else:
             delay = DATABASE_RETRY_DELAYS[min(contact.attempts - QUICK_RETRIES, len(DATABASE_RETRY_DELAYS)) - 1]
-            update = dict(status=ContactStatus.PENDING, slot_at=None, next_attempt_at=now + delay)
-        Contact.update(reason=error.reason, updated_at=now, **update).where(
-            (Contact.id == contact.id) & (Contact.status == ContactStatus.SENDING)
-        ).execute()
-        Event.create(
-            contact=contact.id,
-            kind="failed" if final else "send_error",
-            detail={"reason": error.reason, "attempt": contact.attempts, "transient": error.transient},
-            created_at=now,
-        )
-        delivery = callbacks.emit_for_contact(contact.id, "failed", now=now) if final else None
+            moved = transitions.move_contacts(transitions.RETRY_LATER, _mine(contact), now=now, detail=detail,
+                                              reason=error.reason, outcome_unknown=ambiguous,
+                                              next_attempt_at=now + delay)
     if final:
         report = SendReport(Outcome.FAILED, contact.id, queue_id, error.reason)
-        report.callbacks = [d for d in [delivery] if d] + complete_if_done(contact.queue_id)
+        report.callbacks = moved.callbacks + complete_if_done(contact.queue_id)
         return report
     if quick:
         return SendReport(Outcome.RETRY, contact.id, queue_id, error.reason)
     return SendReport(Outcome.DEFERRED, contact.id, queue_id, error.reason)
+
+
+def mark_enqueued(contact_ids: list[int], *, now: datetime | None = None) -> int:
+    """Record that the broker has the messages of these bookings (dispatch
+    calls it after publishing). A booking left unmarked belongs to a dispatch
+    that died between its commit and its publish: recovery gives it back at
+    once instead of waiting for its slot to age."""
+    if not contact_ids:
+        return 0
+    now = now or utcnow()
+    return Contact.update(enqueued_at=now).where(
+        Contact.id.in_(contact_ids) & (Contact.status == ContactStatus.QUEUED) & Contact.enqueued_at.is_null()
+    ).execute()

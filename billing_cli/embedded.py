@@ -50,6 +50,9 @@ def run_embedded(*, host: str | None, port: int | None) -> None:
         # process that leads may say so: another one may be sending.)
         recovery.release_interrupted_sends()
         recovery.release_lost_bookings(grace=timedelta(0))
+        # Their dispatch chains' messages are gone too: dispatch them now,
+        # not when the chains look lost.
+        recovery.restart_chains()
 
     worker = dramatiq.Worker(tasks.broker, worker_threads=settings.worker_threads, worker_timeout=WORKER_POLL_MS)
     worker.start()

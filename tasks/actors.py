@@ -5,7 +5,8 @@ queue never starves another: ``dramatiq tasks -Q send --threads 16``.
 """
 from __future__ import annotations
 
-from datetime import timedelta
+import functools
+from datetime import datetime, timedelta
 
 import dramatiq
 import structlog
@@ -15,7 +16,7 @@ from billing import callbacks, health, inbound, recovery, sending
 from billing.clock import utcnow
 from billing.config import Settings
 from billing.models import Instance
-from billing.providers import GatewayError, gateway_for
+from billing.providers import GatewayError
 
 log = structlog.get_logger(__name__)
 
@@ -34,21 +35,39 @@ MAX_MESSAGE_RETRIES = 20
 SEND_TIME_LIMIT_MS = 3 * 60_000
 
 
-class RetryLater(Exception):
-    """A transient failure: Dramatiq's Retries middleware tries again."""
+class RetryLater(dramatiq.Retry):
+    """A transient failure: Dramatiq's Retries middleware tries again, and
+    logs one line, not an error with a traceback."""
+
+
+#: What the database says while it restarts or is unreachable.
+DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
 def _retry_when(retries: int, exception: Exception) -> bool:
     if retries > MAX_MESSAGE_RETRIES:
         return False
-    # Database hiccups (restart, failover) are worth waiting out, too.
-    return isinstance(exception, (RetryLater, OperationalError, InterfaceError))
+    return isinstance(exception, dramatiq.Retry)
+
+
+def _waits_out_database_outages(fn):
+    """Turn a database outage into a quiet retry (one log line), not an
+    error with a traceback for every message while the database is away."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DATABASE_DOWN as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise RetryLater(f"database unavailable: {first_line[:200]}") from None
+    return wrapper
 
 
 _settings = Settings.from_env()
 
 
 @dramatiq.actor(queue_name=DISPATCH_QUEUE, retry_when=_retry_when, min_backoff=1_000, max_backoff=60_000)
+@_waits_out_database_outages
 def dispatch(queue_id: str) -> None:
     """Book the queue's next send slots and enqueue their sends."""
     plan = sending.plan_dispatch(
@@ -56,9 +75,15 @@ def dispatch(queue_id: str) -> None:
         horizon=timedelta(seconds=_settings.dispatch_horizon_seconds),
         batch_size=_settings.dispatch_batch_size,
     )
-    for contact_id, slot in plan.sends:
-        delay = max(0.0, (slot - utcnow()).total_seconds())  # now, not when the batch was planned
-        send_contact.send_with_options(args=(contact_id,), delay=int(delay * 1000))
+    published: list[int] = []
+    try:
+        for contact_id, slot in plan.sends:
+            _publish_send(contact_id, slot)
+            published.append(contact_id)
+    finally:
+        # Bookings left unmarked (the broker failed mid-batch) are given back
+        # by recovery within seconds, not after their slots have aged.
+        sending.mark_enqueued(published)
     enqueue_callbacks(plan.callbacks)
     if plan.next_dispatch_in is not None:
         dispatch.send_with_options(args=(queue_id,), delay=int(plan.next_dispatch_in * 1000))
@@ -76,9 +101,16 @@ def dispatch(queue_id: str) -> None:
     max_backoff=_settings.send_retry_max_backoff_ms,
     time_limit=SEND_TIME_LIMIT_MS,
 )
-def send_contact(contact_id: int) -> None:
-    """Send one contact's message (idempotent: a second delivery does nothing)."""
-    report = sending.send_one(contact_id)
+@_waits_out_database_outages
+def send_contact(contact_id: int, slot: str | None = None) -> None:
+    """Send one contact's message (idempotent: a second delivery does nothing).
+
+    Parameters:
+      contact_id: the contact.
+      slot: the booked slot (ISO) this message was published for; a message
+        of an older booking claims nothing. None: whatever is booked.
+    """
+    report = sending.send_one(contact_id, slot=datetime.fromisoformat(slot) if slot else None)
     enqueue_callbacks(report.callbacks)
     if report.outcome is sending.Outcome.SKIPPED:
         return
@@ -86,11 +118,20 @@ def send_contact(contact_id: int) -> None:
     if report.outcome is sending.Outcome.RETRY:
         raise RetryLater(report.reason)
     if report.outcome is sending.Outcome.LATER:
-        send_contact.send_with_options(args=(contact_id,), delay=int(report.delay * 1000))
+        _publish_send(contact_id, report.slot, delay=report.delay)
     elif report.outcome is sending.Outcome.DEFERRED:
         # Given back to the database: dispatch books it again (on another
         # instance if this one went down) or pauses the queue.
         dispatch.send(report.queue_id)
+
+
+def _publish_send(contact_id: int, slot: datetime | None, *, delay: float | None = None) -> None:
+    """Publish send_contact for a booked slot, delayed until the slot (computed
+    now, not when the batch was planned)."""
+    if delay is None:
+        delay = max(0.0, (slot - utcnow()).total_seconds()) if slot else 0.0
+    args = (contact_id, slot.isoformat()) if slot else (contact_id,)
+    send_contact.send_with_options(args=args, delay=int(delay * 1000) or None)
 
 
 @dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=0)
@@ -110,16 +151,12 @@ def check_instance(instance_id: int) -> None:
     instance = Instance.get_or_none(Instance.id == instance_id)
     if instance is None or not instance.is_active:
         return
-    try:
-        state = gateway_for(instance).connection_state()
-    except Exception as exc:  # an adapter that cannot even ask counts the instance as down
-        log.warning("health check failed", instance=instance.name, error=str(exc))
-        state = health.DOWN
-    for queue_id in health.record_state(instance_id, state):
+    for queue_id in health.check(instance):
         dispatch.send(queue_id)
 
 
 @dramatiq.actor(queue_name=CALLBACKS_QUEUE, retry_when=_retry_when, min_backoff=1_000, max_backoff=60_000, time_limit=60_000)
+@_waits_out_database_outages
 def deliver_callback(delivery_id: str) -> None:
     """POST one signed event to the caller; schedule the next try if it failed."""
     report = callbacks.deliver(delivery_id)
@@ -128,6 +165,7 @@ def deliver_callback(delivery_id: str) -> None:
 
 
 @dramatiq.actor(queue_name=SEND_QUEUE, retry_when=_retry_when, min_backoff=5_000, max_backoff=60_000)
+@_waits_out_database_outages
 def auto_reply(inbound_id: int) -> None:
     """Answer a customer's payment question with their PIX code or link."""
     try:

@@ -1,0 +1,296 @@
+"""State that stays true in the field (issue: caps count sends, one transition
+table, claims that name their worker, bookings that say they were published,
+retries counted as retries, records that survive a database outage).
+
+Run on real SQLite and PostgreSQL (the ``db`` fixture), calling the rules the
+actors run, with the clock passed in where time matters.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from peewee import OperationalError
+
+from billing import campaigns, pacing, queues, recovery, sending, transitions, workers
+from billing.clock import utcnow
+from billing.models import Contact, Event, Heartbeat, Instance, Queue, SandboxMessage
+from billing.providers import GatewayError
+from billing.states import ContactStatus, QueueStatus
+from tests.factories import contact, make_tenant, phones
+
+HORIZON = timedelta(seconds=60)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _campaign(setup, count: int, external_id: str = "c1", template_type: str = "notification"):
+    return campaigns.create_campaign(
+        setup.tenant, template_type=template_type,
+        request={"external_id": external_id, "contacts": [contact(p, mensagem="Aviso") for p in phones(count)]},
+    )
+
+
+def _status(contact_id) -> str:
+    return Contact.get_by_id(contact_id).status
+
+
+# --- 4. daily caps count sends, not bookings --------------------------------------------------------------
+
+
+def test_cancel_gives_booked_slots_back_to_the_daily_cap(db):
+    setup = make_tenant(pace={"daily_cap": 10})
+    first = _campaign(setup, 20, "first")
+    plan = sending.plan_dispatch(first.queue_id, horizon=HORIZON, batch_size=500)
+    assert len(plan.sends) == 10  # the cap
+    for contact_id, _ in plan.sends[:3]:
+        assert sending.send_one(contact_id).outcome is sending.Outcome.SENT
+    queues.cancel(Queue.get_by_id(first.queue_id))
+
+    instance = Instance.get_by_id(setup.instance.id)
+    assert instance.day_count == 3  # the 7 booked, unsent slots came back
+    assert pacing.sent_today(instance, now=utcnow()) == 3
+
+    second = _campaign(setup, 5, "second")
+    plan = sending.plan_dispatch(second.queue_id, horizon=HORIZON, batch_size=500)
+    assert len(plan.sends) == 5
+    assert Queue.get_by_id(second.queue_id).status == QueueStatus.PROCESSING  # not paused for the cap
+    for contact_id, _ in plan.sends:
+        sending.send_one(contact_id)
+    assert pacing.sent_today(Instance.get_by_id(setup.instance.id), now=utcnow()) == 8
+
+
+def test_pause_gives_booked_slots_back_and_failures_do_not_count(db, monkeypatch):
+    setup = make_tenant(pace={"daily_cap": 10})
+    created = _campaign(setup, 10)
+    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500)
+    assert Instance.get_by_id(setup.instance.id).day_count == 10
+    # one permanent failure: its slot was not used by an accepted message
+    from billing.providers.sandbox import SandboxGateway
+
+    def refuse(self, **kwargs):
+        raise GatewayError("rejected", transient=False)
+
+    monkeypatch.setattr(SandboxGateway, "send_text", refuse)
+    assert sending.send_one(plan.sends[0][0]).outcome is sending.Outcome.FAILED
+    queues.pause(Queue.get_by_id(created.queue_id))
+    instance = Instance.get_by_id(setup.instance.id)
+    assert instance.day_count == 0
+    assert pacing.sent_today(instance, now=utcnow()) == 0
+    # the paused queue's bookings went back to pending at once
+    assert {c.status for c in Contact.select().where(Contact.id != plan.sends[0][0])} == {ContactStatus.PENDING}
+
+
+# --- 5. states change in one place -------------------------------------------------------------------
+
+
+#: The only modules allowed to write a contact's or a queue's status.
+STATUS_WRITERS = {"billing/transitions.py", "billing/campaigns.py"}  # campaigns: the initial insert
+
+
+def test_no_status_is_written_outside_the_transition_table():
+    offenders = []
+    pattern = re.compile(r"(Contact|Queue)\.update\([^)]*\bstatus\s*=", re.S)
+    for path in sorted((ROOT / "billing").rglob("*.py")) + sorted((ROOT / "tasks").rglob("*.py")) + sorted(
+        (ROOT / "web").rglob("*.py")
+    ):
+        relative = path.relative_to(ROOT).as_posix()
+        if relative in STATUS_WRITERS:
+            continue
+        if pattern.search(path.read_text()):
+            offenders.append(relative)
+    assert offenders == []
+
+
+def test_every_transition_lands_in_a_known_state():
+    for transition in transitions.CONTACT_TRANSITIONS:
+        assert transition.target in ContactStatus.ALL and set(transition.sources) <= set(ContactStatus.ALL)
+        if transition.final:
+            assert transition.target not in ContactStatus.OPEN
+    for transition in transitions.QUEUE_TRANSITIONS:
+        assert transition.target in QueueStatus.ALL and set(transition.sources) <= set(QueueStatus.ALL)
+
+
+def test_a_transition_that_lost_its_race_does_nothing(db):
+    setup = make_tenant()
+    created = _campaign(setup, 1)
+    (contact_id, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    now = utcnow()
+    assert transitions.move_contacts(transitions.CLAIM, Contact.id == contact_id, now=now)
+    before = Event.select().count()
+    assert not transitions.move_contacts(transitions.UNBOOK, Contact.id == contact_id, now=now)  # not queued any more
+    assert Event.select().count() == before and _status(contact_id) == ContactStatus.SENDING
+
+
+# --- 11. lost work is found in seconds, and the pause/resume race ----------------------------------------
+
+
+def test_a_claim_of_a_dead_worker_is_released_in_seconds_and_a_live_ones_is_kept(db):
+    setup = make_tenant()
+    created = _campaign(setup, 2)
+    (a, _), (b, _) = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    now = utcnow()
+    Heartbeat.create(id="host:1:dead", kind="worker", beat_at=now - timedelta(seconds=60), started_at=now)
+    Heartbeat.create(id="host:2:live", kind="worker", beat_at=now, started_at=now)
+    earlier = now - workers.DEAD_AFTER - timedelta(seconds=1)
+    assert sending.claim(a, now=earlier, worker="host:1:dead")
+    assert sending.claim(b, now=earlier, worker="host:2:live")
+    if workers.live_ids(now=now) is None:
+        pytest.skip("the database server started less than DEAD_AFTER ago")  # pragma: no cover
+    assert recovery.release_dead_claims(now=now) == 1
+    assert _status(a) == ContactStatus.PENDING and _status(b) == ContactStatus.SENDING
+    assert Event.select().where((Event.contact == a) & (Event.kind == "send_interrupted")).count() == 1
+
+
+def test_a_clean_stop_releases_its_claims_at_once(db):
+    setup = make_tenant()
+    created = _campaign(setup, 1)
+    (a, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    now = utcnow()
+    process = workers.register(kind="worker", now=now)
+    assert sending.claim(a, now=now - workers.DEAD_AFTER - timedelta(seconds=1), worker=process)
+    assert recovery.release_dead_claims(now=now) == 0  # alive
+    workers.unregister(process, now=now)
+    assert recovery.release_dead_claims(now=now) == 1
+
+
+def test_a_booking_never_published_is_given_back_within_seconds(db):
+    setup = make_tenant()
+    created = _campaign(setup, 3)
+    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
+    published = [plan.sends[0][0]]
+    sending.mark_enqueued(published)  # the broker died before the other two were published
+    later = utcnow() + recovery.UNPUBLISHED_GRACE + timedelta(seconds=1)
+    assert recovery.release_lost_bookings(now=later) == 2
+    assert _status(published[0]) == ContactStatus.QUEUED
+    assert {_status(c) for c, _ in plan.sends[1:]} == {ContactStatus.PENDING}
+    # and recovery dispatches the queue again, without waiting for the chain to look lost
+    Queue.update(next_dispatch_at=None).where(Queue.id == created.queue_id).execute()
+    assert recovery.queues_with_due_work(now=later) == [created.queue_id]
+
+
+def test_a_send_that_finds_its_queue_paused_gives_the_contact_back(db):
+    setup = make_tenant()
+    created = _campaign(setup, 1)
+    (a, slot), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    # dispatch committed a booking just after the pause moved the queue's bookings back
+    Queue.update(status=QueueStatus.PAUSED, pause_kind="manual").where(Queue.id == created.queue_id).execute()
+    assert not sending.claim(a, now=utcnow(), slot=slot)
+    assert _status(a) == ContactStatus.PENDING  # not left queued with its message consumed
+
+
+def test_a_stale_message_of_an_older_booking_claims_nothing(db):
+    setup = make_tenant()
+    created = _campaign(setup, 1)
+    (a, old_slot), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    queues.pause(Queue.get_by_id(created.queue_id))
+    queues.resume(Queue.get_by_id(created.queue_id))
+    (again, new_slot), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    assert again == a and new_slot != old_slot
+    assert sending.send_one(a, slot=old_slot).outcome is sending.Outcome.SKIPPED
+    assert _status(a) == ContactStatus.QUEUED
+    assert sending.send_one(a, slot=new_slot).outcome is sending.Outcome.SENT
+
+
+def test_the_status_names_stalled_contacts(db):
+    setup = make_tenant()
+    created = _campaign(setup, 2)
+    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
+    later = utcnow() + queues.STALL_AFTER + timedelta(seconds=5)
+    assert queues.stalled_contacts(created.queue_id, now=later) == 2
+    status = queues.queue_status(Queue.get_by_id(created.queue_id))
+    assert status["contacts_stalled"] == 0  # not yet late now
+    for contact_id, _ in plan.sends:
+        sending.send_one(contact_id)
+    assert queues.stalled_contacts(created.queue_id, now=later) == 0
+
+
+# --- 14. contacts_pending_retry counts retries ---------------------------------------------------------------
+
+
+def test_pending_retry_counts_retries_not_first_attempts(db, monkeypatch):
+    setup = make_tenant()
+    created = _campaign(setup, 3)
+    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
+    (a, _), (b, _), _ = plan.sends
+    assert sending.claim(a, now=utcnow())  # a first attempt in flight
+    status = queues.queue_status(Queue.get_by_id(created.queue_id))
+    assert status["contacts_pending_retry"] == 0
+
+    from billing.providers.sandbox import SandboxGateway
+
+    def flaky(self, **kwargs):
+        raise GatewayError("gateway 503", transient=True)
+
+    monkeypatch.setattr(SandboxGateway, "send_text", flaky)
+    assert sending.send_one(b).outcome is sending.Outcome.RETRY
+    status = queues.queue_status(Queue.get_by_id(created.queue_id))
+    assert status["contacts_pending_retry"] == 1
+
+
+# --- 10. the gateway's acceptance survives a database outage ---------------------------------------------
+
+
+def test_a_record_is_retried_across_a_database_outage_never_the_send(db, monkeypatch):
+    setup = make_tenant()
+    created = _campaign(setup, 1)
+    (a, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    real_move = transitions.move_contacts
+    outage = {"left": 3}
+
+    def flaky_move(transition, *args, **kwargs):
+        if transition is transitions.SEND_ACCEPTED and outage["left"]:
+            outage["left"] -= 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_move(transition, *args, **kwargs)
+
+    monkeypatch.setattr(transitions, "move_contacts", flaky_move)
+    monkeypatch.setattr(sending, "RECORD_BACKOFF_SECONDS", (0.01,))
+    assert sending.send_one(a).outcome is sending.Outcome.SENT
+    assert outage["left"] == 0
+    assert SandboxMessage.select().count() == 1  # sent once
+    row = Contact.get_by_id(a)
+    assert row.status == ContactStatus.SENT and row.provider_message_id
+
+
+def test_a_late_record_wins_over_the_resend_of_a_released_claim(db, monkeypatch):
+    """The claim was released (the worker looked dead during the outage)
+    before the record landed: the record still marks the contact sent, so the
+    released contact is not sent a second time."""
+    setup = make_tenant()
+    created = _campaign(setup, 1)
+    (a, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    real_move = transitions.move_contacts
+    state = {"released": False}
+
+    def release_then_record(transition, where, **kwargs):
+        if transition is transitions.SEND_ACCEPTED and not state["released"]:
+            state["released"] = True
+            recovery.release_stuck_claims(now=utcnow() + timedelta(hours=1))
+            raise OperationalError("terminating connection due to administrator command")
+        return real_move(transition, where, **kwargs)
+
+    monkeypatch.setattr(transitions, "move_contacts", release_then_record)
+    monkeypatch.setattr(sending, "RECORD_BACKOFF_SECONDS", (0.01,))
+    assert sending.send_one(a).outcome is sending.Outcome.SENT
+    assert _status(a) == ContactStatus.SENT
+    assert sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends == []
+    assert SandboxMessage.select().count() == 1
+
+
+# --- 6. a restarted embedded process resumes at once ----------------------------------------------------------
+
+
+def test_start_up_restarts_the_dispatch_chains_of_the_previous_process(db):
+    setup = make_tenant()
+    created = _campaign(setup, 5)
+    now = utcnow()
+    sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=1), batch_size=1, now=now)
+    assert Queue.get_by_id(created.queue_id).next_dispatch_at is not None
+    # the process stopped: its in-memory broker lost the chain's message
+    recovery.release_interrupted_sends(now=now)
+    recovery.release_lost_bookings(now=now, grace=timedelta(0))
+    assert recovery.queues_with_due_work(now=now) == []  # the chain looks alive...
+    recovery.restart_chains(now=now)
+    assert recovery.queues_with_due_work(now=now) == [created.queue_id]  # ...until start-up forgets it
