@@ -169,7 +169,9 @@ def preview(tenant: Tenant, body: PreviewRequest) -> dict:
 # --- instances ------------------------------------------------------------------
 
 def instance_view(instance: Instance) -> dict:
+    from billing.config import Settings
     from billing.pacing import Pace
+    from billing.providers import webhook_url
 
     pace = Pace.of(instance)
     return {
@@ -180,7 +182,10 @@ def instance_view(instance: Instance) -> dict:
         "token_set": bool(instance.token),
         "is_active": instance.is_active,
         "health": instance.health,
+        "health_reason": instance.health_reason,
         "health_checked_at": as_utc_iso(instance.health_checked_at),
+        # The URL to set on the gateway (relative when PUBLIC_URL is unset); its secret authenticates webhooks.
+        "webhook_url": webhook_url(instance, base_url=Settings.from_env().public_url) or None,
         "messages_per_minute": instance.messages_per_minute,
         "min_interval": pace.min_interval,
         "max_interval": pace.max_interval,

@@ -8,17 +8,20 @@ gateway message id; a connection state is a state, not a toggle.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import peewee
 import structlog
 
-from billing import callbacks, health, replies
+from billing import callbacks, health, replies, transitions
 from billing.clock import utcnow
 from billing.db import write_transaction
 from billing.models import Contact, Event, InboundMessage, Instance, OptOut, Tenant, WhatsappNumber
 from billing.providers import gateway_for
-from billing.providers.base import ACK_DELIVERED, ACK_FAILED, ACK_READ, AckEvent, ConnectionEvent
+from billing.providers.base import (
+    ACK_DELIVERED, ACK_FAILED, ACK_READ, AckEvent, ConnectionEvent, Gateway, GatewayError, LookupUnavailable,
+    SendResult,
+)
 from billing.providers.base import InboundMessage as InboundEvent
 from billing.states import ContactStatus
 
@@ -30,12 +33,23 @@ OPT_IN = "opt_in"
 #: The contact's reason when a phone opted out.
 OPTED_OUT_REASON = "opted out"
 
-#: Statuses an ack may move a contact from, per ack (never backwards).
+#: An auto-reply claimed longer ago than this belonged to a worker that died
+#: mid-send: another may take it (a send answers within ~20 s or fails).
+AUTO_REPLY_CLAIM_TIMEOUT = timedelta(minutes=2)
+#: Event kinds of the auto-reply's history (on the contact).
+AUTO_REPLY_EVENT = "auto_reply"
+AUTO_REPLY_ERROR_EVENT = "auto_reply_error"
+
+#: The transition each ack makes (acks only move forward; see
+#: billing.transitions), and the time column it stamps.
 ACK_MOVES = {
-    ACK_DELIVERED: ((ContactStatus.SENT,), ContactStatus.DELIVERED, "delivered_at"),
-    ACK_READ: ((ContactStatus.SENT, ContactStatus.DELIVERED), ContactStatus.READ, "read_at"),
-    ACK_FAILED: ((ContactStatus.SENT,), ContactStatus.FAILED, "finished_at"),
+    ACK_DELIVERED: (transitions.ACK_DELIVERED, "delivered_at"),
+    ACK_READ: (transitions.ACK_READ, "read_at"),
+    ACK_FAILED: (transitions.ACK_FAILED, "finished_at"),
 }
+
+#: The contact's reason when the gateway reports a delivery error.
+DELIVERY_ERROR_REASON = "the gateway reported a delivery error"
 
 
 @dataclass
@@ -63,7 +77,7 @@ def handle(instance: Instance, events: list, *, now: datetime | None = None) -> 
         if isinstance(event, AckEvent):
             handled.callbacks += apply_ack(instance, event, now=now)
         elif isinstance(event, ConnectionEvent):
-            handled.resumed_queues += health.record_state(instance.id, event.state, now=now)
+            handled.resumed_queues += health.record_state(instance.id, event.state, reason=event.reason, now=now)
         elif isinstance(event, InboundEvent):
             deliveries, answer = record_reply(instance, event, now=now)
             handled.callbacks += deliveries
@@ -75,25 +89,21 @@ def apply_ack(instance: Instance, event: AckEvent, *, now: datetime) -> list[str
     move = ACK_MOVES.get(event.status)
     if move is None or not event.provider_message_id:
         return []
-    sources, target, stamp = move
+    transition, stamp = move
     with write_transaction():
         contact = Contact.get_or_none(
             (Contact.provider_message_id == event.provider_message_id) & (Contact.tenant == instance.tenant_id)
         )
         if contact is None:
             return []
-        fields = {"status": target, stamp: now, "updated_at": now}
-        if target == ContactStatus.READ and contact.delivered_at is None:
+        fields = {stamp: now}
+        if transition is transitions.ACK_READ and contact.delivered_at is None:
             fields["delivered_at"] = now  # a read message was delivered, even if that ack never came
-        if target == ContactStatus.FAILED:
-            fields["reason"] = "the gateway reported a delivery error"
-        moved = Contact.update(**fields).where((Contact.id == contact.id) & Contact.status.in_(sources)).execute()
-        if not moved:
-            return []
-        Event.create(contact=contact.id, kind=target, detail={"provider_message_id": event.provider_message_id},
-                     created_at=now)
-        delivery = callbacks.emit_for_contact(contact.id, target, now=now)
-    return [delivery] if delivery else []
+        if transition is transitions.ACK_FAILED:
+            fields["reason"] = DELIVERY_ERROR_REASON
+        moved = transitions.move_contacts(transition, Contact.id == contact.id, now=now,
+                                          detail={"provider_message_id": event.provider_message_id}, **fields)
+    return moved.callbacks
 
 
 def _phone_of(instance: Instance, event: InboundEvent) -> str:
@@ -171,31 +181,126 @@ def payment_details(contact: Contact) -> str:
 def send_auto_reply(inbound_id: int, *, now: datetime | None = None) -> bool:
     """Answer a payment question with the contact's payment details, once.
 
+    The answer is claimed (``answer_claimed_at``) before the send and marked
+    ``answered_at`` only after the gateway accepted it; a failed send releases
+    the claim, so the caller's retry sends it. A claim older than
+    :data:`AUTO_REPLY_CLAIM_TIMEOUT` (its worker died) may be taken again.
+    After an ambiguous failure (no answer from the gateway) the retry first
+    asks the gateway whether the answer went out, and does not send it twice.
+
+    Parameters:
+      inbound_id: the customer's message being answered.
+      now: the time of this attempt (naive UTC); default now.
+
     Returns:
-      True when the answer was sent now.
+      True when the answer was sent (or found sent) now; False when there is
+      nothing to send or it was already answered or is being answered.
 
     Raises:
-      GatewayError: the gateway failed (the caller may retry).
+      GatewayError: the gateway failed; the claim is released (the caller retries transient ones).
     """
     now = now or utcnow()
     message = InboundMessage.get_or_none(InboundMessage.id == inbound_id)
-    if message is None or message.contact_id is None or message.instance_id is None:
+    if message is None or message.contact_id is None or message.instance_id is None or message.answered_at:
         return False
-    claimed = InboundMessage.update(answered_at=now).where(
-        (InboundMessage.id == inbound_id) & InboundMessage.answered_at.is_null()
-    ).execute()
-    if not claimed:
-        return False  # already answered (a redelivered message)
     contact = Contact.get_by_id(message.contact_id)
     text = payment_details(contact)
     if not text:
         return False
-    result = gateway_for(Instance.get_by_id(message.instance_id)).send_text(
-        phone=contact.phone, chat_id=message.chat_id or contact.chat_id, text=text, contact_id=contact.id
+    claimable = InboundMessage.answer_claimed_at.is_null() | (
+        InboundMessage.answer_claimed_at < now - AUTO_REPLY_CLAIM_TIMEOUT
     )
-    Event.create(contact=contact.id, kind="auto_reply", created_at=now,
-                 detail={"inbound_id": inbound_id, "provider_message_id": result.provider_message_id})
+    claimed = InboundMessage.update(answer_claimed_at=now).where(
+        (InboundMessage.id == inbound_id) & InboundMessage.answered_at.is_null() & claimable
+    ).execute()
+    if not claimed:
+        return False  # answered, or another worker is sending it
+    gateway = gateway_for(Instance.get_by_id(message.instance_id))
+    chat_id = message.chat_id or contact.chat_id
+    try:
+        result = _already_sent(gateway, inbound_id=inbound_id, contact_id=contact.id, chat_id=chat_id, text=text)
+        result = result or gateway.send_text(phone=contact.phone, chat_id=chat_id, text=text, contact_id=contact.id)
+    except BaseException as exc:
+        try:
+            _release_claim(inbound_id, claimed_at=now, contact_id=contact.id, error=exc)
+        except Exception as release_error:  # the database may be why the send failed: the claim times out instead
+            log.warning("auto-reply claim not released", inbound_id=inbound_id, error=type(release_error).__name__)
+        raise
+    with write_transaction():
+        InboundMessage.update(answered_at=utcnow()).where(
+            (InboundMessage.id == inbound_id) & InboundMessage.answered_at.is_null()
+        ).execute()
+        Event.create(contact=contact.id, kind=AUTO_REPLY_EVENT, created_at=utcnow(),
+                     detail={"inbound_id": inbound_id, "provider_message_id": result.provider_message_id})
     return True
+
+
+#: Recovery answers payment questions whose auto-reply was never handed to
+#: the broker (it was down when the webhook came) for this long after they came.
+AUTO_REPLY_RECOVERY_WINDOW = timedelta(hours=1)
+
+#: ...and only once they are this old (the webhook's own enqueue goes first).
+AUTO_REPLY_RECOVERY_DELAY = timedelta(seconds=30)
+
+
+def unanswered_questions(*, now: datetime | None = None, limit: int = 500) -> list[int]:
+    """Payment questions of auto-replying tenants that nobody answered or is
+    answering: their enqueue was lost (the broker was down). Returns inbound ids."""
+    now = now or utcnow()
+    auto = Tenant.select(Tenant.id).where(Tenant.auto_reply == True)  # noqa: E712
+    return [
+        row_id
+        for (row_id,) in InboundMessage.select(InboundMessage.id)
+        .where(
+            (InboundMessage.intent == replies.QUESTION)
+            & InboundMessage.answered_at.is_null()
+            & InboundMessage.answer_claimed_at.is_null()
+            & InboundMessage.contact.is_null(False)
+            & InboundMessage.received_at.between(now - AUTO_REPLY_RECOVERY_WINDOW, now - AUTO_REPLY_RECOVERY_DELAY)
+            & InboundMessage.tenant.in_(auto)
+        )
+        .order_by(InboundMessage.id)
+        .limit(limit)
+        .tuples()
+    ]
+
+
+def _release_claim(inbound_id: int, *, claimed_at: datetime, contact_id: int, error: BaseException) -> None:
+    """Give the auto-reply back after a failed send (only our own claim), and
+    remember an ambiguous failure so the retry checks before sending."""
+    ambiguous = isinstance(error, GatewayError) and error.ambiguous
+    permanent = isinstance(error, GatewayError) and not error.transient
+    with write_transaction():
+        if not permanent:  # a permanent failure keeps its claim: recovery does not try it again
+            InboundMessage.update(answer_claimed_at=None).where(
+                (InboundMessage.id == inbound_id) & (InboundMessage.answer_claimed_at == claimed_at)
+            ).execute()
+        if isinstance(error, GatewayError):
+            Event.create(contact=contact_id, kind=AUTO_REPLY_ERROR_EVENT, created_at=utcnow(),
+                         detail={"inbound_id": inbound_id, "reason": error.reason, "ambiguous": ambiguous,
+                                 "since": claimed_at.isoformat()})
+
+
+def _already_sent(gateway: Gateway, *, inbound_id: int, contact_id: int, chat_id: str, text: str) -> SendResult | None:
+    """The auto-reply the gateway shows as sent by an earlier ambiguous
+    attempt, or None (no such attempt, not found, or the gateway cannot tell:
+    then it is sent again, which is preferred to never)."""
+    earlier = (
+        Event.select(Event.detail)
+        .where((Event.contact == contact_id) & (Event.kind == AUTO_REPLY_ERROR_EVENT))
+        .order_by(Event.id)
+    )
+    starts = [
+        e.detail["since"] for e in earlier
+        if isinstance(e.detail, dict) and e.detail.get("inbound_id") == inbound_id and e.detail.get("ambiguous")
+    ]
+    if not starts or not chat_id:
+        return None
+    try:
+        return gateway.find_sent(chat_id=chat_id, text=text, since=datetime.fromisoformat(starts[0]))
+    except LookupUnavailable as exc:
+        log.info("auto-reply resent unchecked", inbound_id=inbound_id, reason=exc.reason)
+        return None
 
 
 def opt_out(tenant_id: int, phone: str, *, reason: str, now: datetime, replied: Contact | None = None) -> list[str]:
@@ -210,9 +315,7 @@ def opt_out(tenant_id: int, phone: str, *, reason: str, now: datetime, replied: 
         )
     ]
     if stopped:
-        Contact.update(status=ContactStatus.OPTED_OUT, reason=OPTED_OUT_REASON, finished_at=now, updated_at=now).where(
-            Contact.id.in_(stopped) & Contact.status.in_((ContactStatus.PENDING, ContactStatus.QUEUED))
-        ).execute()
+        transitions.move_contacts(transitions.OPT_OUT, Contact.id.in_(stopped), now=now, reason=OPTED_OUT_REASON)
     notified = set(stopped) | ({replied.id} if replied else set())
     return [callbacks.emit_for_contact(contact_id, "opted_out", now=now) for contact_id in sorted(notified)]
 

@@ -5,7 +5,7 @@ from typing import Callable
 
 from billing.errors import InvalidRequest
 from billing.models import Instance
-from billing.providers.base import Gateway, GatewayError, SendResult
+from billing.providers.base import ConnectionStatus, Gateway, GatewayError, LookupUnavailable, SendResult
 from billing.providers.evolution import EvolutionGateway
 from billing.providers.sandbox import SandboxGateway
 from billing.providers.waha import WahaGateway
@@ -30,10 +30,35 @@ def gateway_for(instance: Instance) -> Gateway:
     return factory(instance)
 
 
+#: Where each provider's gateway posts its webhooks; the secret in the path
+#: authenticates them (neither Evolution nor WAHA Core signs its bodies).
+WEBHOOK_PATHS = {
+    "evolution": "/webhooks/evolution/{id}/{secret}",
+    "waha": "/webhooks/waha/{id}/{secret}",
+}
+
+
+def webhook_url(instance: Instance, *, base_url: str = "") -> str:
+    """The URL to configure as the instance's webhook on its gateway ("" for
+    providers without webhooks).
+
+    Parameters:
+      instance: has ``provider``, ``id`` and ``webhook_secret``.
+      base_url: where gateways reach this service (``PUBLIC_URL``); "" gives the path alone.
+    """
+    template = WEBHOOK_PATHS.get(instance.provider)
+    if template is None:
+        return ""
+    return base_url.rstrip("/") + template.format(id=instance.id, secret=instance.webhook_secret)
+
+
 def check_provider(name: str) -> str:
     if name not in PROVIDERS:
         raise InvalidRequest(f"provider must be one of {', '.join(PROVIDERS)}, got '{name}'")
     return name
 
 
-__all__ = ["ADAPTERS", "PROVIDERS", "Gateway", "GatewayError", "SendResult", "gateway_for", "check_provider"]
+__all__ = [
+    "ADAPTERS", "PROVIDERS", "WEBHOOK_PATHS", "ConnectionStatus", "Gateway", "GatewayError", "LookupUnavailable",
+    "SendResult", "gateway_for", "check_provider", "webhook_url",
+]

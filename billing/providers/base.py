@@ -6,6 +6,7 @@ the rest of billing/ never sees a gateway's own shapes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Mapping, Protocol, Union
 
 #: Connection states every adapter reports (gateways' own words are mapped).
@@ -74,9 +75,29 @@ class InboundMessage:
 
 @dataclass(frozen=True)
 class ConnectionEvent:
-    """The instance's connection changed (``CONNECTED``, ``CONNECTING``, ``DOWN``)."""
+    """The instance's connection changed.
+
+    Parameters:
+      state: ``CONNECTED``, ``CONNECTING`` or ``DOWN``.
+      reason: why it is not connected, in words an operator can act on
+        ("" when connected, or when the gateway gave no detail).
+    """
 
     state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ConnectionStatus:
+    """What a gateway answered when asked for the instance's connection.
+
+    Parameters:
+      state: ``CONNECTED``, ``CONNECTING`` or ``DOWN``.
+      reason: why it is not connected ("" when connected).
+    """
+
+    state: str
+    reason: str = ""
 
 
 WebhookEvent = Union[AckEvent, InboundMessage, ConnectionEvent]
@@ -86,18 +107,40 @@ class GatewayError(Exception):
     """A send or call that did not work.
 
     Parameters:
-      reason: one readable sentence (stored as the contact's reason).
+      reason: one readable sentence (stored as the contact's reason, or as the
+        instance's ``health_reason`` when ``instance_down``).
       transient: True when trying again later may work (timeouts, 5xx, 429,
         instance down); False when it never will (number not on WhatsApp, 4xx).
-      instance_down: True when the failure says the instance itself is not
-        connected (its queues should pause rather than burn attempts).
+      instance_down: True when the failure would hit every contact alike: the
+        instance is not connected, or it is misconfigured (wrong or rotated
+        token, unknown instance or session, a request shape the server rejects
+        for every message). Its queues wait rather than burn attempts.
+      ambiguous: True when the request may have reached the gateway although
+        no answer came (read timeout, connection reset after the request was
+        written): the message may have gone out, so ask :meth:`Gateway.find_sent`
+        before sending it again. False when it certainly did not go out
+        (connection refused, DNS failure, connect timeout, or an HTTP answer).
     """
 
-    def __init__(self, reason: str, *, transient: bool, instance_down: bool = False) -> None:
+    def __init__(self, reason: str, *, transient: bool, instance_down: bool = False, ambiguous: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
         self.instance_down = instance_down
+        self.ambiguous = ambiguous
+
+
+class LookupUnavailable(Exception):
+    """The gateway cannot tell whether a message went out (no such endpoint,
+    no message store, an error, an answer we cannot read).
+
+    Parameters:
+      reason: one readable sentence (recorded with the decision to resend).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Gateway(Protocol):
@@ -105,10 +148,29 @@ class Gateway(Protocol):
         """Send ``text`` to ``chat_id`` if known, else to the E.164 ``phone``."""
 
     def connection_state(self) -> str:
-        """``CONNECTED``, ``CONNECTING`` or ``DOWN``."""
+        """``CONNECTED``, ``CONNECTING`` or ``DOWN`` (never raises)."""
+
+    def connection_status(self) -> ConnectionStatus:
+        """The state and, when not connected, why.
+
+        Raises:
+          GatewayError: the gateway could not be asked (its reason says why).
+        """
+
+    def find_sent(self, *, chat_id: str, text: str, since: datetime) -> SendResult | None:
+        """The outgoing message with exactly ``text`` sent to ``chat_id`` at or
+        after ``since`` (naive UTC), None when the gateway shows none.
+
+        Raises:
+          LookupUnavailable: the gateway cannot tell.
+        """
 
     def check_number(self, phone: str) -> NumberCheck:
         """Ask the gateway whether the E.164 ``phone`` is on WhatsApp."""
 
     def parse_webhook(self, body: Mapping) -> list[WebhookEvent]:
         """The events one webhook body carries (unknown events give [])."""
+
+    def foreign_source(self, body: Mapping) -> str:
+        """The instance / session a webhook body names when it is not this
+        instance's on the gateway ("" when it names this one, or none)."""

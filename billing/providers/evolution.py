@@ -2,27 +2,38 @@
 
 Shapes follow Evolution 2.3.6's real answers (see PROVIDERS.md). Decisions:
 
-* an unknown instance (404) is a configuration problem of the whole instance,
-  so it is transient and ``instance_down``: queues pause instead of failing
-  every contact permanently;
+* failures that would hit every contact alike are the instance's
+  (transient and ``instance_down``, with a reason an operator can act on):
+  an unknown instance (404), a wrong or rotated key (401 on every call), a
+  request shape the server rejects for every message (400 ``instance
+  requires property "text"``: the v1.8 body on a v2 server);
 * "Connection Closed" (500 on sends, a 400 Boom on number checks) and the
   never-started instance's ``onWhatsApp`` 500 mean the instance is down;
+* ``remove.instance``, ``instance.delete`` and ``logout.instance`` webhooks
+  take the instance down at once; ``close`` and ``connecting`` share one
+  reason, because a never-paired instance flips between them many times a
+  second and each new reason would be a write and a log line;
 * :meth:`EvolutionGateway.connection_state` never raises: a gateway it cannot
-  ask is reported ``DOWN``.
+  ask is reported ``DOWN`` (:meth:`~EvolutionGateway.connection_status` says why);
+* :meth:`EvolutionGateway.find_sent` reads the gateway's message store
+  (``POST /chat/findMessages``); an empty history means the store may be
+  off, so it cannot tell.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
 from billing.providers.base import (
     ACK_DELIVERED, ACK_FAILED, ACK_READ, ACK_SENT, CONNECTED, CONNECTING, DOWN,
-    AckEvent, ConnectionEvent, GatewayError, InboundMessage, NumberCheck, SendResult, WebhookEvent,
+    AckEvent, ConnectionEvent, ConnectionStatus, GatewayError, InboundMessage, LookupUnavailable, NumberCheck,
+    SendResult, WebhookEvent,
 )
 from billing.providers.http import (
-    DEFAULT_TIMEOUT_SECONDS, HTTP_BAD_REQUEST, HTTP_NOT_FOUND, HTTP_UNAUTHORIZED, MS_PER_SECOND,
-    GatewayClient, Reply, dig, digits_of, flatten_message, is_personal_chat, jid_parts, number_option,
-    options_of, phone_from_jid, shorten, status_error, text_of,
+    CLOCK_SKEW_SECONDS, DEFAULT_TIMEOUT_SECONDS, HTTP_BAD_REQUEST, HTTP_NOT_FOUND, HTTP_UNAUTHORIZED, MS_PER_SECOND,
+    GatewayClient, Reply, dig, digits_of, epoch_seconds, flatten_message, is_personal_chat, jid_parts,
+    naive_utc_epoch, number_option, options_of, phone_from_jid, shorten, status_error, text_of,
 )
 
 PROVIDER = "evolution"
@@ -45,6 +56,22 @@ PHONE_JID_DOMAIN = "s.whatsapp.net"
 INSTANCE_DOWN_MARKERS = ("Connection Closed", "reading 'onWhatsApp'")
 #: 404 text of an instance name the gateway does not know.
 UNKNOWN_INSTANCE_MARKER = "does not exist"
+#: 400 validation text of a v2 server given the v1.8 body: the request shape
+#: is rejected for every message (we always send ``text`` in the v2 body).
+REJECTED_SHAPE_MARKER = "instance requires property"
+#: 500 of a v1.8 server given the v2 body (no ``textMessage.text``).
+V1_SERVER_MARKER = "reading 'text'"
+#: What the operator should check when the server rejects our body's shape.
+BODY_SHAPE_HINT = "the server rejects this request shape for every message: check the instance's evolution_body option"
+
+#: How many of the chat's most recent outgoing messages find_sent reads.
+FIND_SENT_PAGE_SIZE = 50
+#: Events that mean the instance no longer exists (or lost its WhatsApp login) on the gateway.
+GONE_EVENTS = {
+    "remove.instance": "was removed from the gateway",
+    "instance.delete": "was deleted on the gateway",
+    "logout.instance": "was logged out of WhatsApp",
+}
 
 #: Evolution connection states -> ours (``refused``: WhatsApp refused the login).
 STATES = {"open": CONNECTED, "connecting": CONNECTING, "close": DOWN, "refused": DOWN}
@@ -75,7 +102,9 @@ class EvolutionGateway:
 
     def __init__(self, instance: Any) -> None:
         options = options_of(instance)
-        self.name = quote(str(instance.name), safe="")
+        #: The instance's name on the gateway (webhooks name it in ``instance``).
+        self.remote_name = str(instance.name)
+        self.name = quote(self.remote_name, safe="")
         self.typing_ms = int(number_option(options, OPTION_TYPING_MS, default=DEFAULT_TYPING_MS))
         self.body_version = str(options.get(OPTION_BODY, "")).lower()
         self.client = GatewayClient(
@@ -118,12 +147,71 @@ class EvolutionGateway:
     def connection_state(self) -> str:
         """``CONNECTED``, ``CONNECTING`` or ``DOWN`` (also when the gateway cannot be asked)."""
         try:
-            reply = self.client.call("GET", f"/instance/connectionState/{self.name}")
+            return self.connection_status().state
         except GatewayError:
             return DOWN
+
+    def connection_status(self) -> ConnectionStatus:
+        """The instance's state and, when not connected, why.
+
+        Raises:
+          GatewayError: the gateway could not be asked, or refused to say
+            (401 wrong key, 404 unknown instance), with the reason.
+        """
+        reply = self.client.call("GET", f"/instance/connectionState/{self.name}")
         if not reply.ok:
-            return DOWN
-        return STATES.get(text_of(dig(reply.body, "instance", "state")), DOWN)
+            raise _error(reply)
+        raw = text_of(dig(reply.body, "instance", "state"))
+        if not raw:
+            # Answered right after DELETE /instance/delete, before the 404s start.
+            return ConnectionStatus(DOWN, f"{PROVIDER}: the gateway reports no state for instance "
+                                          f"'{self.remote_name}' (being deleted?)")
+        state = STATES.get(raw, DOWN)
+        return ConnectionStatus(state, _state_reason(self.remote_name, raw))
+
+    def find_sent(self, *, chat_id: str, text: str, since: datetime) -> SendResult | None:
+        """The message with exactly ``text`` we sent to ``chat_id`` at or after
+        ``since``, from the gateway's message store (``POST /chat/findMessages``).
+
+        Parameters:
+          chat_id: the JID the message was addressed to (or E.164 digits).
+          text: the message text, exactly as sent.
+          since: naive UTC; when the ambiguous attempt started.
+
+        Returns:
+          The message's id and chat, or None when the chat's recent history
+          (which the store keeps) does not show it.
+
+        Raises:
+          LookupUnavailable: the gateway could not be asked, answered an
+            error or a shape we cannot read, or keeps no history for the chat
+            (its message store may be off, so "not there" would prove nothing).
+        """
+        jid = _jid_for(chat_id)
+        body = {"where": {"key": {"remoteJid": jid, "fromMe": True}}, "page": 1, "offset": FIND_SENT_PAGE_SIZE}
+        try:
+            reply = self.client.call("POST", f"/chat/findMessages/{self.name}", json_body=body)
+        except GatewayError as exc:
+            raise LookupUnavailable(exc.reason) from exc
+        if not reply.ok:
+            raise LookupUnavailable(_error(reply).reason)
+        records = _records_of(reply.body)
+        if records is None:
+            raise LookupUnavailable(f"{PROVIDER} {reply.status}: unexpected findMessages answer")
+        if not records:
+            raise LookupUnavailable(f"{PROVIDER}: no stored messages for {jid} (is the gateway's message store on?)")
+        earliest = naive_utc_epoch(since) - CLOCK_SKEW_SECONDS
+        for record in records:
+            key = record.get("key")
+            if not isinstance(key, Mapping) or key.get("fromMe") is not True:
+                continue
+            sent_at = epoch_seconds(record.get("messageTimestamp"))
+            if sent_at is None or sent_at < earliest or _text_of_message(record.get("message")) != text:
+                continue
+            message_id = text_of(key.get("id"))
+            if message_id:
+                return SendResult(provider_message_id=message_id, chat_id=text_of(key.get("remoteJid")) or jid)
+        return None
 
     def check_number(self, phone: str) -> NumberCheck:
         """Ask whether ``phone`` is on WhatsApp and which JID it has.
@@ -154,13 +242,71 @@ class EvolutionGateway:
         if not isinstance(body, Mapping) or not isinstance(body.get("event"), str):
             return []
         # Event names arrive as "messages.upsert" or "MESSAGES_UPSERT" depending on config.
-        parser = _PARSERS.get(body["event"].lower().replace("_", "."))
+        event = body["event"].lower().replace("_", ".")
+        gone = GONE_EVENTS.get(event)
+        if gone is not None:
+            # remove.instance carries data null: the event itself is the news.
+            return [ConnectionEvent(state=DOWN, reason=f"{PROVIDER}: instance '{self.remote_name}' {gone} ({event})")]
+        if event == "connection.update":
+            return self._connection_events(body.get("data"))
+        parser = _PARSERS.get(event)
         data = body.get("data")
         if parser is None:
             return []
         items = data if isinstance(data, list) else [data]
         events = (parser(item) for item in items if isinstance(item, Mapping))
         return [event for event in events if event is not None]
+
+    def foreign_source(self, body: Mapping) -> str:
+        """The instance name a webhook body gives when it is not this
+        instance's ("" when it names this one, or none).
+
+        Parameters:
+          body: the parsed JSON envelope (``instance`` names the sender).
+        """
+        named = text_of(body.get("instance")) if isinstance(body, Mapping) else ""
+        return named if named and named != self.remote_name else ""
+
+    def _connection_events(self, data: Any) -> list[WebhookEvent]:
+        if not isinstance(data, Mapping):
+            return []
+        raw = text_of(data.get("state"))
+        state = STATES.get(raw)
+        return [ConnectionEvent(state=state, reason=_state_reason(self.remote_name, raw))] if state else []
+
+
+def _state_reason(name: str, raw: str) -> str:
+    """Why an instance in Evolution state ``raw`` cannot send ("" when open).
+    ``close`` and ``connecting`` share one text: see the module docstring."""
+    if raw == "open":
+        return ""
+    if raw == "refused":
+        return f"{PROVIDER}: WhatsApp refused to pair instance '{name}' (QR code limit reached: connect it again)"
+    return f"{PROVIDER}: instance '{name}' is not connected to WhatsApp (connect it and scan its QR code)"
+
+
+def _jid_for(chat_id: str) -> str:
+    """A phone JID for findMessages: bare digits or a WAHA ``@c.us`` id become ``@s.whatsapp.net``."""
+    user, domain = jid_parts(chat_id)
+    if domain in ("", "c.us"):
+        return f"{digits_of(user)}@{PHONE_JID_DOMAIN}"
+    return chat_id
+
+
+def _records_of(body: Any) -> list[Mapping] | None:
+    """The message records of a findMessages answer: v2 ``{"messages":
+    {"records": [...]}}``, or v1.8's plain list; None when it is neither."""
+    records = dig(body, "messages", "records")
+    if records is None and isinstance(body, list):
+        records = body
+    if not isinstance(records, list):
+        return None
+    return [record for record in records if isinstance(record, Mapping)]
+
+
+def _text_of_message(message: Any) -> str:
+    """The text of a stored message (plain, with link preview, captions)."""
+    return next((t for t in (text_of(dig(message, *path)) for path in TEXT_PATHS) if t), "")
 
 
 def _number_for(*, phone: str, chat_id: str) -> str:
@@ -190,6 +336,9 @@ def _error(reply: Reply) -> GatewayError:
         return GatewayError(f"{PROVIDER} {status}: number is not on WhatsApp", transient=False)
     if any(marker in message for marker in INSTANCE_DOWN_MARKERS):
         return GatewayError(f"{PROVIDER} {status}: {message}", transient=True, instance_down=True)
+    if (status == HTTP_BAD_REQUEST and REJECTED_SHAPE_MARKER in message) or V1_SERVER_MARKER in message:
+        return GatewayError(shorten(f"{PROVIDER} {status}: {message} ({BODY_SHAPE_HINT})"),
+                            transient=True, instance_down=True)
     if status == HTTP_NOT_FOUND:
         # Unknown instance or wrong base URL: the instance's configuration, not the contact.
         return GatewayError(f"{PROVIDER} {status}: {message}", transient=True, instance_down=True)
@@ -230,13 +379,7 @@ def _ack(data: Mapping) -> WebhookEvent | None:
     return AckEvent(provider_message_id=message_id, status=state)
 
 
-def _connection(data: Mapping) -> WebhookEvent | None:
-    state = STATES.get(text_of(data.get("state")))
-    return ConnectionEvent(state=state) if state else None
-
-
 _PARSERS: dict[str, Callable[[Mapping], WebhookEvent | None]] = {
     "messages.upsert": _inbound,
     "messages.update": _ack,
-    "connection.update": _connection,
 }

@@ -2,7 +2,11 @@
 
 :class:`GatewayClient` makes one call and hands back a :class:`Reply`; network
 failures (timeouts, refused connections) become :class:`GatewayError` here,
-so adapters only classify the HTTP answers their gateway gives. The helpers
+so adapters only classify the HTTP answers their gateway gives. A network
+failure says whether the request may have reached the gateway
+(``GatewayError.ambiguous``): a refused connection, a DNS failure or a connect
+timeout never did; a read timeout or a connection dropped after the request
+was written may have, so the message may have gone out. The helpers
 below read untrusted JSON (gateway answers, webhook bodies) without ever
 raising ``KeyError`` / ``TypeError``.
 """
@@ -10,9 +14,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from billing.providers.base import GatewayError
 
@@ -23,6 +29,11 @@ DEFAULT_TIMEOUT_SECONDS = 15.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 #: Milliseconds per second, for options given in ms.
 MS_PER_SECOND = 1000
+#: Epoch timestamps above this are in milliseconds, not seconds.
+MAX_EPOCH_SECONDS = 100_000_000_000
+#: How far the gateway's clock may lag ours when matching a message it
+#: recorded against the moment we sent it (find_sent).
+CLOCK_SKEW_SECONDS = 30.0
 
 #: HTTP statuses the adapters treat specially.
 HTTP_OK_MIN = 200
@@ -34,7 +45,8 @@ HTTP_UNPROCESSABLE = 422
 HTTP_TOO_MANY_REQUESTS = 429
 HTTP_SERVER_ERROR = 500
 
-#: Longest error text quoted in a reason (reasons are stored per contact).
+#: Longest error text quoted in a reason (reasons are stored per contact and
+#: as Instance.health_reason, a 300-character column).
 MAX_REASON_LENGTH = 300
 #: Joins the pieces of a multi-part gateway error message.
 MESSAGE_SEPARATOR = "; "
@@ -113,19 +125,54 @@ class GatewayClient:
             ) from exc
         # ConnectTimeout is also a Timeout: it means nothing listens, so it is
         # reported with the refused connections, before the read timeouts.
-        except (requests.ConnectTimeout, requests.ConnectionError) as exc:
+        except requests.ConnectTimeout as exc:
+            raise self._unreachable(exc) from exc
+        except requests.ConnectionError as exc:
+            if never_reached(exc):
+                raise self._unreachable(exc) from exc
+            # The connection broke after the request was written: the gateway
+            # may have acted on it (the message may be out).
             raise GatewayError(
-                f"{self.provider} unreachable at {self.base_url} ({type(exc).__name__})",
+                f"{self.provider} dropped the connection during {method} {path} ({type(exc).__name__})",
                 transient=True,
-                instance_down=True,
+                ambiguous=True,
             ) from exc
         except requests.Timeout as exc:
+            # A read timeout: the request went out, the answer did not come.
             raise GatewayError(
-                f"{self.provider} did not answer {method} {path} within {read_timeout:g} s", transient=True
+                f"{self.provider} did not answer {method} {path} within {read_timeout:g} s",
+                transient=True,
+                ambiguous=True,
             ) from exc
         except requests.RequestException as exc:
             raise GatewayError(f"{self.provider} call failed: {type(exc).__name__}", transient=True) from exc
         return Reply(status=response.status_code, body=_json_or_none(response.text), text=response.text)
+
+    def _unreachable(self, exc: Exception) -> GatewayError:
+        """Nothing answered at the base URL: the whole instance is down, and
+        the request never reached the gateway (safe to send again)."""
+        return GatewayError(
+            f"{self.provider} unreachable at {self.base_url} ({type(exc).__name__})",
+            transient=True,
+            instance_down=True,
+        )
+
+
+def never_reached(exc: requests.ConnectionError) -> bool:
+    """Whether a connection error happened before any byte of the request was
+    sent: refused, DNS failure (urllib3's NameResolutionError is a
+    NewConnectionError), connect timeout, or a TLS/proxy failure while
+    connecting. Anything else (``Connection aborted``, reset, remote end
+    closed without answering) may have happened after the request was written.
+
+    Parameters:
+      exc: what requests raised.
+    """
+    if isinstance(exc, (requests.exceptions.SSLError, requests.exceptions.ProxyError)):
+        return True
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", cause)
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 
 def _json_or_none(text: str) -> Any:
@@ -147,7 +194,14 @@ def status_error(*, provider: str, reply: Reply, message: str) -> GatewayError:
     """
     reason = f"{provider} {reply.status}: {message or 'no error message'}"
     if reply.status == HTTP_UNAUTHORIZED:
-        return GatewayError(f"{provider} {reply.status}: gateway rejected the API key", transient=False)
+        # A wrong or rotated token fails every call alike: the instance's
+        # configuration, not the contact (it waits until the token is fixed).
+        return GatewayError(
+            f"{provider} {reply.status}: gateway rejected the API key "
+            "(wrong or rotated token: update the instance's token)",
+            transient=True,
+            instance_down=True,
+        )
     if reply.status == HTTP_TOO_MANY_REQUESTS or reply.status >= HTTP_SERVER_ERROR:
         return GatewayError(reason, transient=True)
     return GatewayError(reason, transient=False)
@@ -250,3 +304,29 @@ def bool_option(options: Mapping[str, Any], name: str, *, default: bool) -> bool
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     return default
+
+
+def epoch_seconds(value: Any) -> float | None:
+    """A JSON timestamp in seconds since the epoch (number or digit string;
+    milliseconds are recognized by their size), or None when unreadable.
+
+    Parameters:
+      value: the field as the gateway gave it.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, (int, float)):
+        return None
+    # Seconds stay below 1e11 until the year 5138; larger values are milliseconds.
+    return value / MS_PER_SECOND if value > MAX_EPOCH_SECONDS else float(value)
+
+
+def naive_utc_epoch(moment: datetime) -> float:
+    """Seconds since the epoch of a naive UTC datetime (how billing stores times).
+
+    Parameters:
+      moment: naive, in UTC.
+    """
+    return moment.replace(tzinfo=timezone.utc).timestamp()

@@ -4,31 +4,40 @@ Shapes follow WAHA Core 2024.10.8's real answers (see PROVIDERS.md). Decisions:
 
 * a session that is missing or STOPPED (404) or not WORKING yet (422) means
   the instance is down: transient and ``instance_down``, never a contact's
-  permanent failure; so is Core's 422 for a session other than ``default``
-  (a configuration problem of the whole instance);
+  permanent failure; so are Core's 422 for a session other than ``default``
+  and a 401 (wrong or rotated key, on builds that enforce it): configuration
+  problems of the whole instance, with a reason that says what to fix;
 * WAHA sends to numbers that are not on WhatsApp without error: callers must
   :meth:`WahaGateway.check_number` first;
 * an ``@lid`` sender has no phone unless the NOWEB raw data (``_data.key``)
   carries ``senderPn`` / ``remoteJidAlt``;
 * :meth:`WahaGateway.connection_state` never raises: a gateway it cannot ask
-  is reported ``DOWN``.
+  is reported ``DOWN`` (:meth:`~WahaGateway.connection_status` says why);
+* webhooks: WAHA Core 2024.10 neither signs nor retries, so the instance's
+  secret is in the webhook URL; an ``X-Webhook-Hmac`` (Plus / newer builds)
+  is verified when it comes, or always with the ``require_hmac`` option;
+* :meth:`WahaGateway.find_sent` reads ``GET /api/{session}/chats/{chatId}/messages``
+  (NOWEB answers 400 unless its store is enabled: then it cannot tell).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import time
+from datetime import datetime
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
 from billing.providers.base import (
     ACK_DELIVERED, ACK_FAILED, ACK_READ, ACK_SENT, CONNECTED, CONNECTING, DOWN,
-    AckEvent, ConnectionEvent, GatewayError, InboundMessage, NumberCheck, SendResult, WebhookEvent,
+    AckEvent, ConnectionEvent, ConnectionStatus, GatewayError, InboundMessage, LookupUnavailable, NumberCheck,
+    SendResult, WebhookEvent,
 )
 from billing.providers.http import (
-    DEFAULT_TIMEOUT_SECONDS, HTTP_NOT_FOUND, HTTP_UNAUTHORIZED, HTTP_UNPROCESSABLE, MS_PER_SECOND,
-    GatewayClient, Reply, bool_option, dig, digits_of, flatten_message, is_personal_chat, jid_parts,
-    number_option, options_of, phone_from_jid, shorten, status_error, text_of,
+    CLOCK_SKEW_SECONDS, DEFAULT_TIMEOUT_SECONDS, HTTP_NOT_FOUND, HTTP_UNAUTHORIZED, HTTP_UNPROCESSABLE,
+    MS_PER_SECOND, GatewayClient, Reply, bool_option, dig, digits_of, epoch_seconds, flatten_message,
+    is_personal_chat, jid_parts, naive_utc_epoch, number_option, options_of, phone_from_jid, shorten, status_error,
+    text_of,
 )
 
 PROVIDER = "waha"
@@ -39,6 +48,11 @@ OPTION_TYPING_MS = "typing_ms"
 OPTION_TIMEOUT = "timeout_seconds"
 #: Overrides the session name (WAHA Core only has ``default``); else instance.name.
 OPTION_SESSION = "session"
+#: When true, every webhook must carry a valid X-Webhook-Hmac (WAHA Plus signs;
+#: Core 2024.10 never does, so this stays off for Core).
+OPTION_REQUIRE_HMAC = "require_hmac"
+#: The only session WAHA Core has.
+CORE_SESSION = "default"
 
 #: How long "typing..." shows before each message (ms).
 DEFAULT_TYPING_MS = 1200
@@ -51,7 +65,20 @@ ALGORITHM_HEADER = "x-webhook-hmac-algorithm"
 SIGNATURE_ALGORITHM = "sha512"
 
 #: Texts of WAHA errors about the session, not the message.
-SESSION_ERROR_MARKERS = ("Session status is not as expected", "only 'default' session")
+SESSION_STATUS_MARKER = "Session status is not as expected"
+CORE_ONLY_DEFAULT_MARKER = "only 'default' session"
+#: NOWEB's 400 for store reads when its message store is off.
+STORE_DISABLED_MARKER = "Enable NOWEB store"
+
+#: How many of the chat's latest messages find_sent reads.
+FIND_SENT_LIMIT = 100
+#: Why a session in each status cannot send ("" for WORKING).
+STATUS_REASONS = {
+    "STARTING": "is starting, not connected to WhatsApp yet",
+    "SCAN_QR_CODE": "waits for its QR code to be scanned",
+    "STOPPED": "is stopped (start it: POST /api/sessions/{session}/start)",
+    "FAILED": "failed (restart it, or scan its QR code again)",
+}
 
 #: Session statuses -> ours.
 STATES = {"WORKING": CONNECTED, "STARTING": CONNECTING, "SCAN_QR_CODE": CONNECTING, "STOPPED": DOWN, "FAILED": DOWN}
@@ -76,6 +103,8 @@ class WahaGateway:
     def __init__(self, instance: Any) -> None:
         options = options_of(instance)
         self.session = text_of(options.get(OPTION_SESSION)) or str(instance.name)
+        #: The session's name on the gateway (webhooks name it in ``session``).
+        self.remote_name = self.session
         self.typing = bool_option(options, OPTION_TYPING, default=True)
         self.typing_seconds = number_option(options, OPTION_TYPING_MS, default=DEFAULT_TYPING_MS) / MS_PER_SECOND
         self.client = GatewayClient(
@@ -97,21 +126,75 @@ class WahaGateway:
         target = _chat_id_for(phone=phone, chat_id=chat_id)
         chat = {"session": self.session, "chatId": target}
         if self.typing:
-            self._post("/api/startTyping", chat)
-            time.sleep(self.typing_seconds)
-            self._post("/api/stopTyping", chat)
+            try:
+                self._post("/api/startTyping", chat)
+                time.sleep(self.typing_seconds)
+                self._post("/api/stopTyping", chat)
+            except GatewayError as exc:
+                # No answer to a typing call says nothing about the message: it was not sent yet.
+                raise GatewayError(exc.reason, transient=exc.transient, instance_down=exc.instance_down) from exc
         reply = self._post("/api/sendText", {**chat, "text": text, "linkPreview": False})
         return SendResult(provider_message_id=_message_id(reply.body), chat_id=target)
 
     def connection_state(self) -> str:
         """``CONNECTED``, ``CONNECTING`` or ``DOWN`` (also when the gateway cannot be asked)."""
         try:
-            reply = self.client.call("GET", f"/api/sessions/{quote(self.session, safe='')}")
+            return self.connection_status().state
         except GatewayError:
             return DOWN
+
+    def connection_status(self) -> ConnectionStatus:
+        """The session's state and, when not WORKING, why.
+
+        Raises:
+          GatewayError: the gateway could not be asked, or has no such
+            session (404), or rejected the key (401), with the reason.
+        """
+        reply = self.client.call("GET", f"/api/sessions/{quote(self.session, safe='')}")
         if not reply.ok:
-            return DOWN  # 404: no such session
-        return STATES.get(text_of(dig(reply.body, "status")), DOWN)
+            raise self._session_error(reply)
+        raw = text_of(dig(reply.body, "status"))
+        return ConnectionStatus(STATES.get(raw, DOWN), _status_reason(self.session, raw))
+
+    def find_sent(self, *, chat_id: str, text: str, since: datetime) -> SendResult | None:
+        """The message with exactly ``text`` we sent to ``chat_id`` at or after
+        ``since``, from ``GET /api/{session}/chats/{chatId}/messages``.
+
+        Parameters:
+          chat_id: the chatId the message was addressed to (or E.164 digits).
+          text: the message text, exactly as sent.
+          since: naive UTC; when the ambiguous attempt started.
+
+        Returns:
+          The message's id and chat, or None when the chat's latest messages
+          do not show it.
+
+        Raises:
+          LookupUnavailable: the gateway could not be asked, has no such
+            endpoint, keeps no messages (NOWEB store off), or answered a shape
+            we cannot read.
+        """
+        target = _chat_id_for(phone=chat_id, chat_id=chat_id if "@" in chat_id else "")
+        path = f"/api/{quote(self.session, safe='')}/chats/{quote(target, safe='@.')}/messages"
+        try:
+            reply = self.client.call("GET", path, params={"limit": str(FIND_SENT_LIMIT), "downloadMedia": "false"})
+        except GatewayError as exc:
+            raise LookupUnavailable(exc.reason) from exc
+        if not reply.ok:
+            raise LookupUnavailable(_error(reply).reason)
+        if not isinstance(reply.body, list):
+            raise LookupUnavailable(f"{PROVIDER} {reply.status}: unexpected chat messages answer")
+        earliest = naive_utc_epoch(since) - CLOCK_SKEW_SECONDS
+        for message in reply.body:
+            if not isinstance(message, Mapping) or message.get("fromMe") is not True:
+                continue
+            sent_at = epoch_seconds(message.get("timestamp"))
+            if sent_at is None or sent_at < earliest or text_of(message.get("body")) != text:
+                continue
+            message_id = _message_id(message)
+            if message_id:
+                return SendResult(provider_message_id=message_id, chat_id=target)
+        return None
 
     def check_number(self, phone: str) -> NumberCheck:
         """Ask whether ``phone`` is on WhatsApp and which chatId it has.
@@ -137,9 +220,36 @@ class WahaGateway:
         """
         if not isinstance(body, Mapping) or not isinstance(body.get("payload"), Mapping):
             return []
-        parser = _PARSERS.get(text_of(body.get("event")).lower())
+        event_name = text_of(body.get("event")).lower()
+        if event_name == "session.status":
+            return self._session_events(body["payload"])
+        parser = _PARSERS.get(event_name)
         event = parser(body["payload"]) if parser else None
         return [event] if event is not None else []
+
+    def foreign_source(self, body: Mapping) -> str:
+        """The session a webhook body names when it is not this instance's
+        ("" when it names this one, or none).
+
+        Parameters:
+          body: the parsed JSON envelope (``session`` names the sender).
+        """
+        named = text_of(body.get("session")) if isinstance(body, Mapping) else ""
+        return named if named and named != self.session else ""
+
+    def _session_events(self, payload: Mapping) -> list[WebhookEvent]:
+        raw = text_of(payload.get("status"))
+        state = STATES.get(raw)
+        return [ConnectionEvent(state=state, reason=_status_reason(self.session, raw))] if state else []
+
+    def _session_error(self, reply: Reply) -> GatewayError:
+        """The error of a session lookup: its 404 ("Session not found") means
+        the gateway has no such session, which fails every message alike."""
+        if reply.status != HTTP_NOT_FOUND:
+            return _error(reply)
+        hint = f" (WAHA Core has only the '{CORE_SESSION}' session)" if self.session != CORE_SESSION else ""
+        return GatewayError(f"{PROVIDER} {reply.status}: no session '{self.session}' on the gateway{hint}",
+                            transient=True, instance_down=True)
 
     def _post(self, path: str, body: Mapping) -> Reply:
         reply = self.client.call("POST", path, json_body=body)
@@ -163,6 +273,40 @@ def verify_waha_signature(raw_body: bytes, headers: Mapping[str, str], secret: s
         return False
     expected = hmac.new(secret.encode(), raw_body, hashlib.sha512).hexdigest()
     return hmac.compare_digest(expected, signature)
+
+
+def webhook_signature_ok(raw_body: bytes, headers: Mapping[str, str], *, secret: str, required: bool) -> bool:
+    """Whether a webhook that already proved its URL secret passes the HMAC
+    rule: an ``X-Webhook-Hmac`` that comes must verify; one that does not come
+    is fine unless the instance requires it (WAHA Core never signs).
+
+    Parameters:
+      raw_body: the request body exactly as received.
+      headers: the request headers (names in any case).
+      secret: the instance's webhook secret (the HMAC key).
+      required: the instance's ``require_hmac`` option.
+    """
+    signed = any(str(name).lower() == SIGNATURE_HEADER for name in headers.keys())
+    if not signed and not required:
+        return True
+    return verify_waha_signature(raw_body, headers, secret)
+
+
+def requires_hmac(instance: Any) -> bool:
+    """The instance's ``require_hmac`` option (default off: Core never signs).
+
+    Parameters:
+      instance: has ``options``.
+    """
+    return bool_option(options_of(instance), OPTION_REQUIRE_HMAC, default=False)
+
+
+def _status_reason(session: str, raw: str) -> str:
+    """Why a session in WAHA status ``raw`` cannot send ("" when WORKING)."""
+    if raw == "WORKING":
+        return ""
+    detail = STATUS_REASONS.get(raw, f"is in an unknown status {raw!r}" if raw else "has no status")
+    return f"{PROVIDER}: session '{session}' {detail.format(session=session)}"
 
 
 def _chat_id_for(*, phone: str, chat_id: str) -> str:
@@ -203,7 +347,14 @@ def _error(reply: Reply) -> GatewayError:
     if status == HTTP_NOT_FOUND:
         # "We didn't find a session" (STOPPED / unknown) or a wrong base URL.
         return GatewayError(f"{PROVIDER} {status}: {message}", transient=True, instance_down=True)
-    if status == HTTP_UNPROCESSABLE and any(marker in message for marker in SESSION_ERROR_MARKERS):
+    if status == HTTP_UNPROCESSABLE and CORE_ONLY_DEFAULT_MARKER in message:
+        # Core 2024.10 answers this for any other session name: every message would fail.
+        return GatewayError(
+            f"{PROVIDER} {status}: WAHA Core supports only the '{CORE_SESSION}' session: set the instance's "
+            f"session option (or name) to '{CORE_SESSION}'",
+            transient=True, instance_down=True,
+        )
+    if status == HTTP_UNPROCESSABLE and SESSION_STATUS_MARKER in message:
         session_status = text_of(dig(reply.body, "status"))
         detail = f"session is {session_status}, not WORKING" if session_status else message
         return GatewayError(f"{PROVIDER} {status}: {detail}", transient=True, instance_down=True)
@@ -237,14 +388,8 @@ def _ack(payload: Mapping) -> WebhookEvent | None:
     return AckEvent(provider_message_id=message_id, status=state)
 
 
-def _session_status(payload: Mapping) -> WebhookEvent | None:
-    state = STATES.get(text_of(payload.get("status")))
-    return ConnectionEvent(state=state) if state else None
-
-
 _PARSERS: dict[str, Callable[[Mapping], WebhookEvent | None]] = {
     "message": _inbound,
     "message.any": _inbound,
     "message.ack": _ack,
-    "session.status": _session_status,
 }

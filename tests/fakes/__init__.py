@@ -15,7 +15,8 @@ another process (``python -m tests.fakes.evolution --port 8081``):
 
 * ``POST /__fake__/control`` with any of ``state``, ``api_key``,
   ``not_on_whatsapp`` (list), ``without_nine`` (list), ``fail_next``,
-  ``fail_every``, ``fail_status``, ``delay_seconds`` and the fake's own keys;
+  ``fail_every``, ``fail_status``, ``delay_seconds``, ``hang_next`` (with
+  ``hang_seconds``), ``drop_next``, ``message_store`` and the fake's own keys;
 * ``POST /__fake__/reset``; ``GET /__fake__/requests``; ``GET /__fake__/messages``.
 
 :class:`WebhookReceiver` is a recording endpoint for the webhook helpers.
@@ -25,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -49,6 +52,8 @@ BRAZIL_PREFIX = "55"
 BRAZIL_MOBILE_LENGTH = 13
 #: Index of the mobile 9 in 55 + DDD + 9XXXXXXXX.
 MOBILE_NINE_INDEX = 4
+#: How long a hung send holds its answer unless the test says (far beyond any client timeout).
+DEFAULT_HANG_SECONDS = 60.0
 
 
 def digits(phone: str) -> str:
@@ -94,12 +99,15 @@ class SentMessage:
       id: the provider message id the fake answered with.
       reached: False when it "went nowhere" (number not on WhatsApp, or a
         number registered without the 9 addressed with it).
+      timestamp: when the fake accepted it.
     """
 
     chat_id: str
     text: str
     id: str
     reached: bool = True
+    #: When the fake accepted it (seconds since the epoch): the recent-messages endpoints report it.
+    timestamp: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -113,6 +121,10 @@ class _Controls:
     fail_status: int = DEFAULT_FAIL_STATUS
     delay_seconds: float = 0.0
     sends: int = 0
+    hang_next: int = 0
+    hang_seconds: float = DEFAULT_HANG_SECONDS
+    drop_next: int = 0
+    message_store: bool = True
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -241,6 +253,25 @@ class FakeGateway:
         with self._lock:
             self.controls.api_key = key
 
+    def hang_next(self, count: int, *, seconds: float = DEFAULT_HANG_SECONDS) -> None:
+        """The next ``count`` sends go out (recorded, listed by the recent-messages
+        endpoint) but their answer is held ``seconds``: the client times out
+        not knowing the message went out (an ambiguous send)."""
+        with self._lock:
+            self.controls.hang_next, self.controls.hang_seconds = count, seconds
+
+    def drop_next(self, count: int) -> None:
+        """The next ``count`` sends go out (recorded), then the connection is
+        closed without an answer (the client sees it reset: ambiguous)."""
+        with self._lock:
+            self.controls.drop_next = count
+
+    def keep_messages(self, on: bool) -> None:
+        """Whether the gateway keeps sent messages for its recent-messages
+        endpoint (Evolution's message saving, WAHA NOWEB's store)."""
+        with self._lock:
+            self.controls.message_store = on
+
     # assertions
     @property
     def delivered(self) -> list[SentMessage]:
@@ -280,6 +311,35 @@ class FakeGateway:
         with self._lock:
             self.messages.append(message)
 
+    def sent_to(self, chat_id: str) -> list[SentMessage]:
+        """Messages accepted for ``chat_id``, newest first (what a gateway's
+        message store answers)."""
+        with self._lock:
+            return sorted((m for m in self.messages if m.chat_id == chat_id), key=lambda m: -m.timestamp)
+
+    def answer_after_send(self, request: Request, response: Response) -> Response:
+        """The send's answer, unless a hang or a drop is due: a hang holds it
+        (the message is already recorded), a drop closes the connection.
+
+        Parameters:
+          request: the send request (its socket is closed for a drop).
+          response: the answer the send would give.
+        """
+        with self._lock:
+            controls = self.controls
+            hang = controls.hang_next > 0
+            drop = not hang and controls.drop_next > 0
+            controls.hang_next -= 1 if hang else 0
+            controls.drop_next -= 1 if drop else 0
+            seconds = controls.hang_seconds
+        if hang:
+            self._stopping.wait(seconds)
+        if drop:
+            connection = request.environ.get("werkzeug.socket")
+            if connection is not None:
+                connection.shutdown(socket.SHUT_RDWR)
+        return response
+
     def handle(self, request: Request, body: Any) -> Response:
         """Answer one authorized API call; subclasses route here."""
         raise NotImplementedError
@@ -292,10 +352,15 @@ class FakeGateway:
 
     def apply_control(self, changes: dict) -> None:
         """Apply ``POST /__fake__/control`` keys; subclasses add their own."""
-        simple = {"state": self.set_state, "api_key": self.require_api_key, "delay_seconds": self.slow}
+        simple = {"state": self.set_state, "api_key": self.require_api_key, "delay_seconds": self.slow,
+                  "drop_next": lambda count: self.drop_next(int(count)),
+                  "message_store": lambda on: self.keep_messages(bool(on))}
         for key, setter in simple.items():
             if key in changes:
                 setter(changes[key])
+        if "hang_next" in changes:
+            self.hang_next(int(changes["hang_next"]),
+                           seconds=float(changes.get("hang_seconds", DEFAULT_HANG_SECONDS)))
         self.not_on_whatsapp(*changes.get("not_on_whatsapp", ()))
         self.registered_without_nine(*changes.get("without_nine", ()))
         status = int(changes.get("fail_status", DEFAULT_FAIL_STATUS))

@@ -3,7 +3,13 @@
 Answers copy a real 2.3.6's (``/work/shared/gateways/evolution-2.3.6-answers.txt``):
 a down instance answers sends with 500 "Connection Closed" and number checks
 with a 400 Boom; an instance never started answers 500 "... (reading
-'onWhatsApp')" and 400 ``{}``; an unknown instance 404; a wrong key 401.
+'onWhatsApp')" and 400 ``{}``; an unknown instance 404; a wrong key 401 on
+every call; the v1.8 body 400 ``[["instance requires property \"text\""]]``.
+``POST /chat/findMessages/{instance}`` answers 2.3.x's shape (``{"messages":
+{"total", "pages", "currentPage", "records"}}``, newest first) from the
+messages the fake accepted; ``keep_messages(False)`` empties it, as a server
+with message saving off does. ``hang_next`` / ``drop_next`` make a send go
+out without its answer arriving.
 
 Usage::
 
@@ -46,6 +52,10 @@ NOT_STARTED = "Cannot read properties of undefined (reading 'onWhatsApp')"
 V1_MISSING_TEXT = "Cannot read properties of undefined (reading 'text')"
 INJECTED_FAILURE = "Injected failure"
 MS_PER_SECOND = 1000
+#: findMessages' page size when the request gives none (Evolution's default).
+FIND_PAGE_SIZE = 50
+#: The instance's id on the gateway (a real 2.3.6's, from the answers file).
+INSTANCE_ID = "fdd65680-2660-42dc-b74f-2291d012c523"
 
 
 def _envelope(status: int, message: Any) -> Response:
@@ -109,12 +119,15 @@ class FakeEvolution(FakeGateway):
             ("GET", "/instance/connectionState"): self._connection_state,
             ("POST", "/message/sendText"): self._send_text,
             ("POST", "/chat/whatsappNumbers"): self._whatsapp_numbers,
+            ("POST", "/chat/findMessages"): self._find_messages,
         }.get((request.method, route))
         if handler is None:
             return _envelope(404, [f"Cannot {request.method} {request.path}"])
         if name != self.instance:
             return _envelope(404, [f'The "{name}" instance does not exist'])
-        return handler(body)
+        response = handler(body)
+        return self.answer_after_send(request, response) if handler == self._send_text and response.status_code < 300 \
+            else response
 
     def _connection_state(self, body: Any) -> Response:
         state = STATE_CLOSE if self.controls.state == STATE_UNSTARTED else self.controls.state
@@ -159,6 +172,24 @@ class FakeEvolution(FakeGateway):
             status=201,
         )
 
+    def _find_messages(self, body: Any) -> Response:
+        """Stored messages matching ``where.key`` (remoteJid, fromMe, id), newest first, one page."""
+        query = body if isinstance(body, dict) else {}
+        key = (query.get("where") or {}).get("key") or {}
+        page_size = int(query.get("offset") or FIND_PAGE_SIZE)
+        page = max(int(query.get("page") or 1), 1)
+        stored = sorted(self.messages, key=lambda m: -m.timestamp) if self.controls.message_store else []
+        matching = [
+            m for m in stored
+            if (not key.get("remoteJid") or m.chat_id == key["remoteJid"])
+            and (not key.get("id") or m.id == key["id"]) and key.get("fromMe") in (None, True)
+        ]
+        records = [_record(message, instance=self.instance)
+                   for message in matching[(page - 1) * page_size:page * page_size]]
+        pages = -(-len(matching) // page_size)
+        return json_response({"messages": {"total": len(matching), "pages": pages, "currentPage": page,
+                                           "records": records}})
+
     def _whatsapp_numbers(self, body: Any) -> Response:
         numbers = body.get("numbers") if isinstance(body, dict) else None
         if numbers is None:
@@ -201,6 +232,17 @@ class FakeEvolution(FakeGateway):
     def post_connection(self, url: str, *, state: str, headers: dict | None = None) -> requests.Response:
         """POST a ``connection.update`` (``open``, ``connecting``, ``close``, ``refused``)."""
         return post_json(url, connection_body(instance=self.instance, state=state), headers=headers)
+
+
+def _record(message: SentMessage, *, instance: str) -> dict:
+    """A stored message as findMessages lists it (Evolution 2.3.x)."""
+    return {
+        "id": f"cm{secrets.token_hex(12)}",
+        "key": {"id": message.id, "fromMe": True, "remoteJid": message.chat_id},
+        "pushName": "", "messageType": "conversation", "message": {"conversation": message.text},
+        "messageTimestamp": int(message.timestamp), "instanceId": INSTANCE_ID, "source": "unknown",
+        "contextInfo": None, "MessageUpdate": [{"status": "SERVER_ACK"}],
+    }
 
 
 def _envelope_of(*, event: str, instance: str, data: Any) -> dict:
@@ -254,6 +296,12 @@ def update_body(
         "messageId": f"cm{secrets.token_hex(8)}", "keyId": key_id, "remoteJid": remote_jid, "fromMe": from_me,
         "participant": None, "status": status, "instanceId": "fdd65680-2660-42dc-b74f-2291d012c523",
     }
+    return _envelope_of(event=event, instance=instance, data=data)
+
+
+def removed_body(*, instance: str, event: str = "remove.instance") -> dict:
+    """A ``remove.instance`` (data null) or ``instance.delete`` webhook body, as 2.3.6 sent them."""
+    data = {"instanceName": instance, "instanceId": INSTANCE_ID} if event == "instance.delete" else None
     return _envelope_of(event=event, instance=instance, data=data)
 
 

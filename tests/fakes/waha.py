@@ -1,4 +1,4 @@
-"""A fake WAHA server (Core 2024.10 behaviour), and its signed webhook shapes.
+"""A fake WAHA server (Core 2024.10 behaviour), and its webhook shapes.
 
 Answers copy a real Core 2024.10.8's (``/work/shared/gateways/waha-2024.10.8-answers.txt``):
 a STOPPED session answers sends and checks with 404 "We didn't find a
@@ -6,6 +6,14 @@ session", a STARTING one with 422 "Session status is not as expected", a
 session other than ``default`` with Core's 422. Unlike the real Core, the
 API key is enforced when given (newer WAHA versions do). A number that is
 not on WhatsApp still "succeeds" (the message goes nowhere), as on the real one.
+``GET /api/{session}/chats/{chatId}/messages`` lists the messages the fake
+accepted (NOWEB with its store on); ``keep_messages(False)`` gives NOWEB's 400
+"Enable NOWEB store". ``hang_next`` / ``drop_next`` make a send go out without
+its answer arriving.
+
+Webhooks: unsigned ones (no ``secret``) have Core 2024.10.8's envelope, with
+no ``id`` or ``timestamp``, exactly as a real Core sends them; signed ones have
+the Plus envelope and headers.
 
 Usage::
 
@@ -49,8 +57,16 @@ CORE_ONLY_DEFAULT = (
     "WAHA Core support only 'default' session. If you want to run more then one WhatsApp account - "
     "please get WAHA PLUS version. Check this out: https://waha.devlike.pro/"
 )
+STORE_DISABLED = (
+    'Enable NOWEB store "config.noweb.store.enabled=True" and "config.noweb.store.full_sync=True" when starting a '
+    "new session. Read more: https://waha.devlike.pro/docs/engines/noweb#store"
+)
 INJECTED_FAILURE = "Injected failure"
 HTTP_SERVER_ERROR = 500
+#: How many messages the chat messages endpoint lists when the request gives no limit.
+DEFAULT_MESSAGES_LIMIT = 100
+#: Core 2024.10.8's ``environment`` block in every webhook.
+CORE_ENVIRONMENT = {"version": "2024.10.8", "engine": ENGINE_NOWEB, "tier": "CORE", "browser": "/usr/bin/chromium"}
 
 
 def _error(status: int, message: Any) -> Response:
@@ -116,7 +132,12 @@ class FakeWaha(FakeGateway):
         if request.method == "POST" and request.path in ("/api/startTyping", "/api/stopTyping"):
             return self._session_problem(body.get("session")) or Response("", status=201)
         if request.method == "POST" and request.path == "/api/sendText":
-            return self._send_text(body)
+            response = self._send_text(body)
+            return self.answer_after_send(request, response) if response.status_code < 300 else response
+        parts = request.path.split("/")
+        if request.method == "GET" and len(parts) == 6 and parts[1] == "api" and parts[3] == "chats" \
+                and parts[5] == "messages":
+            return self._chat_messages(parts[2], parts[4], request.args.get("limit", ""))
         return _error(404, f"Cannot {request.method} {request.path}")
 
     def _session_info(self, name: str) -> Response:
@@ -166,6 +187,21 @@ class FakeWaha(FakeGateway):
         self.record_message(SentMessage(chat_id, text, serialized, self.reaches(chat_id.partition("@")[0])))
         return json_response(self._send_answer(chat_id=chat_id, text=text, key_id=key_id), status=201)
 
+    def _chat_messages(self, session: str, chat_id: str, limit: str) -> Response:
+        """``GET /api/{session}/chats/{chatId}/messages``: the chat's latest messages, newest first."""
+        problem = self._session_problem(session)
+        if problem is not None:
+            return problem
+        if not self.controls.message_store:
+            return _error(400, STORE_DISABLED)
+        count = int(limit) if limit.isdigit() else DEFAULT_MESSAGES_LIMIT
+        listed = [
+            {"id": m.id, "timestamp": int(m.timestamp), "from": OWN_CHAT_ID, "fromMe": True, "to": m.chat_id,
+             "body": m.text, "hasMedia": False, "ack": 1, "ackName": "SERVER"}
+            for m in self.sent_to(chat_id)[:count]
+        ]
+        return json_response(listed)
+
     def _send_answer(self, *, chat_id: str, text: str, key_id: str) -> dict:
         if self.engine == ENGINE_EMPTY:
             return {}
@@ -180,10 +216,11 @@ class FakeWaha(FakeGateway):
 
     # webhooks
     def post_ack(self, url: str, *, message_id: str, ack: int = 2, secret: str | None = None) -> requests.Response:
-        """POST a ``message.ack`` for one of the messages this fake accepted."""
+        """POST a ``message.ack`` for one of the messages this fake accepted
+        (unsigned with Core's envelope unless ``secret`` is given)."""
         chat_id = next((m.chat_id for m in self.messages if m.id == message_id), "")
-        return post_webhook(url, ack_body(session=self.session, message_id=message_id, ack=ack, chat_id=chat_id),
-                            secret=secret)
+        body = ack_body(session=self.session, message_id=message_id, ack=ack, chat_id=chat_id, core=secret is None)
+        return post_webhook(url, body, secret=secret)
 
     def post_inbound(
         self, url: str, *, phone: str, text: str, lid: str = "", secret: str | None = None
@@ -191,15 +228,22 @@ class FakeWaha(FakeGateway):
         """POST a ``message`` from ``phone`` (or from ``<lid>@lid``, phone in ``_data.key.senderPn``)."""
         phone_jid = f"{digits(phone)}@{CHAT_DOMAIN}"
         body = message_body(session=self.session, text=text, from_chat=f"{lid}@lid" if lid else phone_jid,
-                            alt_jid=f"{digits(phone)}@s.whatsapp.net" if lid else "")
+                            alt_jid=f"{digits(phone)}@s.whatsapp.net" if lid else "", core=secret is None)
         return post_webhook(url, body, secret=secret)
 
     def post_session_status(self, url: str, *, status: str, secret: str | None = None) -> requests.Response:
         """POST a ``session.status`` (``WORKING``, ``STARTING``, ``SCAN_QR_CODE``, ``STOPPED``, ``FAILED``)."""
-        return post_webhook(url, session_status_body(session=self.session, status=status), secret=secret)
+        body = session_status_body(session=self.session, status=status, core=secret is None)
+        return post_webhook(url, body, secret=secret)
 
 
-def _envelope(*, event: str, session: str, payload: dict) -> dict:
+def _envelope(*, event: str, session: str, payload: dict, core: bool = False) -> dict:
+    """A webhook envelope: Plus's (with ``id`` and ``timestamp``), or with
+    ``core`` the one Core 2024.10.8 sends (neither; ``me`` null until paired)."""
+    if core:
+        me = None if event == "session.status" else {"id": OWN_CHAT_ID, "pushName": "Cobranca"}
+        return {"event": event, "session": session, "me": me, "payload": payload, "engine": ENGINE_NOWEB,
+                "environment": dict(CORE_ENVIRONMENT)}
     return {
         "id": f"evt_{secrets.token_hex(13)}", "timestamp": int(time.time() * MS_PER_SECOND), "event": event,
         "session": session, "metadata": {}, "me": {"id": OWN_CHAT_ID, "pushName": "Cobranca"},
@@ -210,7 +254,7 @@ def _envelope(*, event: str, session: str, payload: dict) -> dict:
 
 def message_body(
     *, session: str, from_chat: str, text: str, message_id: str = "", from_me: bool = False, alt_jid: str = "",
-    event: str = "message",
+    event: str = "message", core: bool = False,
 ) -> dict:
     """A ``message`` (or ``message.any``) webhook body.
 
@@ -222,6 +266,7 @@ def message_body(
       from_me: True for our own messages (``message.any`` reports them).
       alt_jid: the phone JID of an ``@lid`` sender, in ``_data.key.senderPn`` (NOWEB).
       event: ``message`` or ``message.any``.
+      core: Core 2024.10.8's envelope (no id, no timestamp).
     """
     key_id = secrets.token_hex(MESSAGE_ID_HEX_BYTES).upper()
     key = {"remoteJid": from_chat, "fromMe": from_me, "id": key_id}
@@ -232,20 +277,22 @@ def message_body(
         "from": from_chat, "fromMe": from_me, "to": OWN_CHAT_ID, "body": text, "hasMedia": False,
         "ack": 1, "ackName": "SERVER", "_data": {"key": key, "message": {"conversation": text}},
     }
-    return _envelope(event=event, session=session, payload=payload)
+    return _envelope(event=event, session=session, payload=payload, core=core)
 
 
 def ack_body(*, session: str, message_id: str, ack: Any, chat_id: str = "", from_me: bool = True,
-             ack_name: str | None = None) -> dict:
-    """A ``message.ack`` webhook body (``ackName`` from ``ack`` unless given)."""
+             ack_name: str | None = None, core: bool = False) -> dict:
+    """A ``message.ack`` webhook body (``ackName`` from ``ack`` unless given;
+    ``core``: Core 2024.10.8's envelope)."""
     name = ack_name if ack_name is not None else ACK_NAMES.get(ack, "")
     payload = {"id": message_id, "from": chat_id, "fromMe": from_me, "to": chat_id, "ack": ack, "ackName": name}
-    return _envelope(event="message.ack", session=session, payload=payload)
+    return _envelope(event="message.ack", session=session, payload=payload, core=core)
 
 
-def session_status_body(*, session: str, status: str) -> dict:
-    """A ``session.status`` webhook body."""
-    return _envelope(event="session.status", session=session, payload={"name": session, "status": status})
+def session_status_body(*, session: str, status: str, core: bool = False) -> dict:
+    """A ``session.status`` webhook body (``core``: Core 2024.10.8's envelope)."""
+    return _envelope(event="session.status", session=session, payload={"name": session, "status": status},
+                     core=core)
 
 
 def signature_headers(raw: bytes, *, secret: str, request_id: str, timestamp_ms: int) -> dict:

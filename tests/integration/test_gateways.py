@@ -20,7 +20,7 @@ import requests
 from billing.providers import ADAPTERS, gateway_for
 from billing.providers.base import (
     ACK_DELIVERED, ACK_FAILED, ACK_READ, ACK_SENT, CONNECTED, CONNECTING, DOWN,
-    AckEvent, ConnectionEvent, GatewayError, InboundMessage, NumberCheck,
+    AckEvent, GatewayError, InboundMessage, NumberCheck,
 )
 from billing.providers.evolution import EvolutionGateway
 from billing.providers.http import flatten_message
@@ -150,11 +150,13 @@ def test_evolution_sends_the_v1_body_when_configured():
         assert result.provider_message_id == fake.delivered[0].id
 
 
-def test_evolution_v1_body_on_a_v2_server_is_a_permanent_validation_error(evolution):
+def test_evolution_v1_body_on_a_v2_server_takes_the_instance_down(evolution):
+    # Every message would be rejected alike: the instance's configuration, not the contact.
     error = gateway_error(lambda: send(EvolutionGateway(evolution_instance(evolution, evolution_body="v1"))))
 
-    assert error.reason == 'evolution 400: instance requires property "text"'
-    assert (error.transient, error.instance_down) == (False, False)
+    assert error.reason.startswith('evolution 400: instance requires property "text" (the server rejects this request '
+                                   "shape for every message: check the instance's evolution_body option)")
+    assert (error.transient, error.instance_down, error.ambiguous) == (True, True, False)
 
 
 def test_evolution_sends_to_the_digits_of_a_known_jid(evolution):
@@ -273,9 +275,11 @@ SEND, CHECK = "send", "check"
         pytest.param(lambda f: f.set_state("unstarted") or evolution_instance(f), CHECK,
                      "evolution 400: empty error (instance not started?)", True, True, id="never-started-check"),
         pytest.param(lambda f: evolution_instance(f, token="wrong"), SEND,
-                     "evolution 401: gateway rejected the API key", False, False, id="bad-key-send"),
+                     "evolution 401: gateway rejected the API key (wrong or rotated token", True, True,
+                     id="bad-key-send"),
         pytest.param(lambda f: evolution_instance(f, token="wrong"), CHECK,
-                     "evolution 401: gateway rejected the API key", False, False, id="bad-key-check"),
+                     "evolution 401: gateway rejected the API key (wrong or rotated token", True, True,
+                     id="bad-key-check"),
         pytest.param(lambda f: f.fail_next(1) or evolution_instance(f), SEND,
                      "evolution 500: Injected failure", True, False, id="server-error"),
         pytest.param(lambda f: f.fail_next(1, status=503) or evolution_instance(f), SEND,
@@ -435,7 +439,10 @@ def test_evolution_updates_without_an_ack_of_ours_are_ignored(body):
 def test_evolution_connection_update(state, event, expected):
     body = evo.connection_body(instance=EVOLUTION_INSTANCE, state=state, event=event)
 
-    assert evolution_events(body) == [ConnectionEvent(state=expected)]
+    (event_,) = evolution_events(body)
+    assert event_.state == expected
+    # Not connected: the reason names the instance and says what to do; connected: none.
+    assert (f"instance '{EVOLUTION_INSTANCE}'" in event_.reason) == (expected != CONNECTED)
 
 
 @pytest.mark.parametrize(
@@ -472,7 +479,7 @@ def test_evolution_webhook_helpers_post_the_documented_shapes(evolution, receive
     events = [event for hook in receiver.received for event in evolution_events(hook.json)]
     assert events[0] == AckEvent(provider_message_id=result.provider_message_id, status=ACK_READ)
     assert (events[1].chat_id, events[1].phone, events[1].text) == (f"{LID}@lid", PHONE, "já paguei")
-    assert events[2] == ConnectionEvent(state=DOWN)
+    assert events[2].state == DOWN
     assert receiver.received[0].headers["x-webhook-token"] == "secret-in-header"
 
 
@@ -611,7 +618,8 @@ WAHA_NOT_FOUND = "waha 404: We didn't find a session with name 'default'. Please
         pytest.param(lambda f: f.set_state("SCAN_QR_CODE") or waha_instance(f), SEND,
                      "waha 422: session is SCAN_QR_CODE, not WORKING", True, True, id="scan-qr-422"),
         pytest.param(lambda f: waha_instance(f, name="acme-sp"), SEND,
-                     "waha 422: WAHA Core support only 'default' session", True, True, id="core-other-session"),
+                     "waha 422: WAHA Core supports only the 'default' session: set the instance's session option",
+                     True, True, id="core-other-session"),
         pytest.param(lambda f: f.fail_next(1) or waha_instance(f, typing=False), SEND,
                      "waha 500: Injected failure", True, False, id="engine-500"),
         pytest.param(lambda f: f.fail_next(1, status=429) or waha_instance(f, typing=False), SEND,
@@ -619,9 +627,9 @@ WAHA_NOT_FOUND = "waha 404: We didn't find a session with name 'default'. Please
         pytest.param(lambda f: f.fail_next(1, status=400) or waha_instance(f, typing=False), SEND,
                      "waha 400: Injected failure", False, False, id="bad-request"),
         pytest.param(lambda f: waha_instance(f, token="wrong"), SEND,
-                     "waha 401: gateway rejected the API key", False, False, id="bad-key-send"),
+                     "waha 401: gateway rejected the API key (wrong or rotated token", True, True, id="bad-key-send"),
         pytest.param(lambda f: waha_instance(f, token="wrong"), CHECK,
-                     "waha 401: gateway rejected the API key", False, False, id="bad-key-check"),
+                     "waha 401: gateway rejected the API key (wrong or rotated token", True, True, id="bad-key-check"),
         pytest.param(lambda f: f.slow(SLOW_ANSWER_SECONDS) or waha_instance(
             f, typing=False, timeout_seconds=SHORT_TIMEOUT_SECONDS), SEND,
                      "waha did not answer POST /api/sendText within 0.3 s", True, False, id="timeout"),
@@ -704,7 +712,10 @@ def test_waha_message_ack(ack, ack_name, expected):
      ("FAILED", DOWN)],
 )
 def test_waha_session_status(status, expected):
-    assert waha_events(wa.session_status_body(session=WAHA_SESSION, status=status)) == [ConnectionEvent(state=expected)]
+    (event,) = waha_events(wa.session_status_body(session=WAHA_SESSION, status=status))
+
+    assert event.state == expected
+    assert (f"session '{WAHA_SESSION}'" in event.reason) == (expected != CONNECTED)
 
 
 @pytest.mark.parametrize(
@@ -747,7 +758,7 @@ def test_waha_signed_webhooks_verify_and_parse(waha, receiver):
     events = [event for hook in receiver.received for event in waha_events(hook.json)]
     assert events[0] == AckEvent(provider_message_id=result.provider_message_id, status=ACK_READ)
     assert (events[1].phone, events[1].text) == (PHONE, "já paguei")
-    assert events[2] == ConnectionEvent(state=DOWN)
+    assert events[2].state == DOWN and "is stopped" in events[2].reason
 
 
 @pytest.fixture
