@@ -8,15 +8,17 @@ this returns (the commit has happened by then).
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 
 import peewee
 
 from billing import callbacks, limits, pacing, windows
 from billing.clock import utcnow
 from billing.db import database, is_postgres, write_transaction
-from billing.duedates import InvalidDate, due_variables, parse_date, today_in
+from billing.duedates import InvalidDate, due_variables, parse_date, today_in, type_contradiction
 from billing.errors import DuplicateCampaign, InvalidRequest, PayloadTooLarge
 from billing.inbound import OPTED_OUT_REASON, opted_out_phones
 from billing.models import Campaign, Contact, Queue, Tenant, Variation
@@ -38,12 +40,22 @@ SQLITE_INSERT_BATCH = 400
 #: Amount fields formatted as R$ when given as numbers.
 MONEY_FIELDS = ("valor", "valor_total")
 
-#: Fields written at creation, in this order, by both bulk loaders.
+#: Amount text that reads as a negative number: "-150,00", "R$ -150,00",
+#: "-R$ 150,00" (an ASCII hyphen or the Unicode minus sign).
+NEGATIVE_AMOUNT_TEXT = re.compile(r"^(?:R\$\s*)?[-\u2212]\s*(?:R\$\s*)?\d")
+
+#: Amount text that names no finite number (what a NaN or infinity turns into
+#: when an ERP writes it as text).
+NON_FINITE_AMOUNT_TEXT = frozenset({"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+
+#: Fields written at creation, in this order, by both bulk loaders. Columns
+#: without a value here take none from the database either (COPY writes NULL):
+#: every NOT NULL column is listed.
 INSERT_FIELDS = (
     Contact.queue, Contact.campaign, Contact.tenant, Contact.position, Contact.name, Contact.phone,
     Contact.chat_id, Contact.variables, Contact.message, Contact.variation, Contact.status,
     Contact.attempts, Contact.reason, Contact.provider_message_id, Contact.finished_at,
-    Contact.created_at, Contact.updated_at,
+    Contact.created_at, Contact.updated_at, Contact.claimed_by, Contact.outcome_unknown,
 )
 
 
@@ -160,7 +172,7 @@ def create_campaign(
     now = now or utcnow()
     renderer = _Renderer(variations, strategy=template.strategy)
     today = today_in(tenant.timezone, now=now)
-    rows, rejected = _render_contacts(body, renderer=renderer, today=today, now=now)
+    rows, rejected = _render_contacts(body, template_type=template_type, renderer=renderer, today=today, now=now)
     rows = _mark_opted_out(tenant.id, rows, now=now)
     accepted = len(rows) - len(rejected)
     if accepted == 0:
@@ -225,10 +237,48 @@ def _raise_if_duplicate(tenant: Tenant, external_id: str) -> None:
         )
 
 
-def _render_contacts(body: SendRequest, *, renderer: _Renderer, today, now) -> tuple[list[tuple], list[Rejection]]:
-    """One pass: normalize, deduplicate, enrich, render. Returns the rows to
-    insert (accepted and rejected alike: a rejection is never silently dropped)
-    and the rejections."""
+def amount_problem(name: str, value) -> str | None:
+    """Why ``value`` cannot be the amount of a bill, or None.
+
+    A bill is never negative and always a finite number. A number is checked
+    as such; text is kept as written, so only text that plainly reads as a
+    negative or non-finite number is refused.
+
+    Parameters:
+      name: the field (``valor``, ``valor_total``), named in the reason.
+      value: the amount as the caller sent it (number, text or None).
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in NON_FINITE_AMOUNT_TEXT:
+            return f"{name} is not a finite number"
+        if NEGATIVE_AMOUNT_TEXT.match(text):
+            return f"{name} is negative ({text})"
+        return None
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return f"{name} is not a number"
+    if not amount.is_finite():
+        return f"{name} is not a finite number"
+    if amount < 0:
+        return f"{name} is negative ({value})"
+    return None
+
+
+def _render_contacts(body: SendRequest, *, template_type: str, renderer: _Renderer, today, now
+                     ) -> tuple[list[tuple], list[Rejection]]:
+    """One pass: normalize, deduplicate, check, enrich, render. Returns the
+    rows to insert (accepted and rejected alike: a rejection is never silently
+    dropped) and the rejections.
+
+    Besides an unusable phone, date or template variable, a contact is
+    rejected when it contradicts its message type (an ``overdue`` reminder for
+    a bill not yet past due, an ``upcoming`` one for a bill already past due,
+    ``today`` being the tenant's date) or when an amount is negative or not a
+    finite number."""
     rows: list[tuple] = []
     rejected: list[Rejection] = []
     first_index_of_phone: dict[str, int] = {}
@@ -240,7 +290,16 @@ def _render_contacts(body: SendRequest, *, renderer: _Renderer, today, now) -> t
             phone = normalize_phone(raw_phone)
             if phone in first_index_of_phone:
                 raise _Reject(f"duplicate phone: same as contact {first_index_of_phone[phone]}")
-            variation, message = renderer.render(template_variables(data, today=today))
+            for key in MONEY_FIELDS:
+                problem = amount_problem(key, data.get(key))
+                if problem:
+                    raise _Reject(problem)
+            values = template_variables(data, today=today)
+            if values.get("data_vencimento_iso"):
+                problem = type_contradiction(template_type=template_type, due=values["data_vencimento_iso"], today=today)
+                if problem:
+                    raise _Reject(problem)
+            variation, message = renderer.render(values)
         except (InvalidPhone, InvalidDate, InvalidAmount, MissingVariable, _Reject) as exc:
             reason = f"missing variable '{exc.name}'" if isinstance(exc, MissingVariable) else str(exc)
             rejected.append(Rejection(index=index, telefone=raw_phone, reason=reason))
@@ -284,6 +343,7 @@ def _bulk_insert(rows: list[tuple], *, queue_id: str, campaign_id: str, tenant_i
         position, name, phone, variables, message, variation_id, status, reason, finished_at = row
         return (
             queue_id, campaign_id, tenant_id, position, name[:255], phone[:64], "", variables, message, variation_id, status, 0, reason, "", finished_at, now, now,
+            "", False,
         )
 
     if is_postgres():
@@ -294,7 +354,7 @@ def _bulk_insert(rows: list[tuple], *, queue_id: str, campaign_id: str, tenant_i
         lines = [
             f"{queue_id}\t{campaign_id}\t{tenant_id}\t{position}\t{esc(name[:255])}\t{esc(phone[:64])}\t\t"
             f"{esc(dumps(variables))}\t{esc(message)}\t{null if variation_id is None else variation_id}\t{status}\t0\t"
-            f"{esc(reason)}\t\t{null if finished_at is None else finished_at}\t{now}\t{now}\n"
+            f"{esc(reason)}\t\t{null if finished_at is None else finished_at}\t{now}\t{now}\t\tf\n"
             for position, name, phone, variables, message, variation_id, status, reason, finished_at in rows
         ]
         columns = ", ".join(f.column_name for f in INSERT_FIELDS)

@@ -6,10 +6,43 @@ variables, so a deployment is configured once. README documents each one.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
-#: Where the embedded mode keeps its SQLite file when DATABASE_URL is unset.
-DEFAULT_DATABASE_URL = "sqlite:///var/billing.sqlite3"
+#: The directory of the default SQLite file, when set (an absolute path is
+#: best; a relative one is taken from the directory the process starts in).
+BILLING_HOME_VARIABLE = "BILLING_HOME"
+
+#: Without BILLING_HOME, the file lives in the user's data directory:
+#: ``$XDG_DATA_HOME/<this>`` or ``~/.local/share/<this>``.
+DATA_DIRECTORY_NAME = "whatsapp-billing"
+
+#: The SQLite file's name in that directory.
+SQLITE_FILE_NAME = "billing.sqlite3"
+
+
+def default_database_url(environ: Mapping[str, str] | None = None) -> str:
+    """The SQLite database used when DATABASE_URL is unset: one absolute
+    path per user, whatever directory a command is run from.
+
+    ``$BILLING_HOME/billing.sqlite3`` when BILLING_HOME is set, else
+    ``$XDG_DATA_HOME/whatsapp-billing/billing.sqlite3`` (an absolute
+    XDG_DATA_HOME only, as the XDG spec says), else
+    ``~/.local/share/whatsapp-billing/billing.sqlite3``.
+
+    Parameters:
+      environ: the environment to read (default: the process's).
+    """
+    environ = os.environ if environ is None else environ
+    home = environ.get(BILLING_HOME_VARIABLE, "").strip()
+    if home:
+        directory = os.path.abspath(os.path.expanduser(home))
+    else:
+        data_home = environ.get("XDG_DATA_HOME", "").strip()
+        if not os.path.isabs(data_home):
+            data_home = os.path.join(os.path.expanduser("~"), ".local", "share")
+        directory = os.path.join(data_home, DATA_DIRECTORY_NAME)
+    return f"sqlite:///{os.path.join(directory, SQLITE_FILE_NAME)}"
 
 #: Largest number of contacts one send request may carry.
 DEFAULT_MAX_CONTACTS_PER_REQUEST = 10_000
@@ -23,7 +56,7 @@ DEFAULT_DISPATCH_HORIZON_SECONDS = 60
 DEFAULT_DISPATCH_BATCH_SIZE = 500
 
 #: How often (seconds) the scheduler looks for work the broker lost.
-DEFAULT_RECOVERY_INTERVAL_SECONDS = 30
+DEFAULT_RECOVERY_INTERVAL_SECONDS = 10
 
 #: How often (seconds) the scheduler asks each instance's gateway for its state.
 DEFAULT_HEALTH_INTERVAL_SECONDS = 30
@@ -51,7 +84,8 @@ class Settings:
     """The process configuration.
 
     Parameters:
-      database_url: ``sqlite:///path`` or ``postgresql://user@host/db``.
+      database_url: ``sqlite:///path`` or ``postgresql://user@host/db``
+        (default: :func:`default_database_url`).
       broker_url: ``amqp://...`` for RabbitMQ; empty for the embedded broker.
       public_url: the base URL gateways reach this service at (webhook URLs).
       admin_token: the operator's token for the admin API (every tenant).
@@ -71,7 +105,7 @@ class Settings:
         the broker's quick retries of a failed send.
     """
 
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str = field(default_factory=default_database_url)
     broker_url: str = ""
     public_url: str = ""
     admin_token: str = ""
@@ -98,7 +132,7 @@ class Settings:
     def from_env(cls) -> "Settings":
         """Read the settings from the process environment."""
         return cls(
-            database_url=os.environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
+            database_url=os.environ.get("DATABASE_URL", "").strip() or default_database_url(),
             broker_url=os.environ.get("BROKER_URL", "").strip(),
             public_url=os.environ.get("PUBLIC_URL", "").strip().rstrip("/"),
             admin_token=os.environ.get("BILLING_ADMIN_TOKEN", "").strip(),

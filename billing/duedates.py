@@ -11,6 +11,8 @@ import re
 from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from billing.states import TemplateType
+
 #: ``status_vencimento`` of a bill whose due date has passed.
 STATUS_OVERDUE = "vencido"
 #: ``status_vencimento`` of a bill due today.
@@ -113,6 +115,33 @@ def due_variables(due: str | date, *, today: date) -> dict[str, int | str]:
         VAR_DAYS_UNTIL_DUE: max(days, 0),
         VAR_DUE_STATUS: status,
     }
+
+
+def type_contradiction(*, template_type: str, due: str | date, today: date) -> str | None:
+    """Why a reminder of ``template_type`` cannot be about a bill due on ``due``.
+
+    An ``overdue`` reminder needs a due date before today: on the due day the
+    bill is not late yet ("venceu há 0 dias" would be false). An ``upcoming``
+    one needs a due date from today on. ``notification`` has no rule.
+
+    Parameters:
+      template_type: ``overdue``, ``upcoming`` or ``notification``.
+      due: the due date, in any form :func:`parse_date` accepts.
+      today: the current date in the tenant's time zone (see :func:`today_in`).
+
+    Returns:
+      One sentence naming both dates, or None when the date fits the type.
+
+    Raises:
+      InvalidDate: if ``due`` cannot be read.
+    """
+    days = (parse_date(due) - parse_date(today)).days
+    shown = f"data_vencimento {parse_date(due):%d/%m/%Y}, today {parse_date(today):%d/%m/%Y}"
+    if template_type == TemplateType.OVERDUE and days >= 0:
+        return f"overdue reminder for an invoice not yet past due ({shown})"
+    if template_type == TemplateType.UPCOMING and days < 0:
+        return f"upcoming reminder for an invoice already past due ({shown})"
+    return None
 
 
 def today_in(tz_name: str, *, now: datetime | None = None) -> date:

@@ -1,43 +1,113 @@
 """The ``billing`` command: admin work and the processes.
 
 Each command is thin: it reads its options, calls billing/, and prints. Errors
-are one readable line on stderr and exit status 1 (2 for usage errors).
+are one readable line on stderr and exit status 1 (2 for usage errors),
+database mistakes included: a server that does not answer, a database that
+does not exist, a schema that ``billing db upgrade`` has not brought up to
+date, a DATABASE_URL that cannot be read.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
+from typing import Iterator
 
 import click
 
 from billing.config import Settings
-from billing.errors import BillingError
+from billing.errors import (
+    BillingError, DatabaseMisconfigured, ServiceUnavailable, database_problem, redact_url, require_current_schema,
+)
 
 
 def _setup(settings: Settings | None = None) -> Settings:
+    """Read the settings, configure logging and bind the database.
+
+    Raises:
+      DatabaseMisconfigured: DATABASE_URL cannot be read, or its SQLite
+        directory cannot be created.
+    """
     from billing.db import connect
     from billing.logconfig import configure_logging
 
     settings = settings or Settings.from_env()
     configure_logging(log_format=settings.log_format, level=settings.log_level)
-    connect(settings.database_url)
+    try:
+        connect(settings.database_url)
+    except ValueError as exc:
+        text = str(exc)  # db.connect names DATABASE_URL itself; urllib's errors do not
+        message = text if text.startswith("DATABASE_URL") else f"DATABASE_URL is not valid: {text}"
+        raise DatabaseMisconfigured(message) from None
+    except OSError as exc:  # the SQLite file's directory cannot be created
+        raise DatabaseMisconfigured(
+            f"cannot create the database directory for {redact_url(settings.database_url)}: {exc.strerror or exc}"
+        ) from None
     return settings
 
 
-def command(group: click.Group, name: str | None = None, **kwargs):
-    """A subcommand that connects the database and turns domain errors into one line."""
+def _database_url() -> str:
+    try:
+        return Settings.from_env().database_url
+    except ValueError:
+        return ""
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn domain errors and database mistakes raised inside into one
+    readable line on stderr and exit status 1 (click.ClickException)."""
+    try:
+        yield
+    except ServiceUnavailable as exc:
+        raise click.ClickException(exc.detail) from None
+    except BillingError as exc:
+        raise click.ClickException(exc.message) from None
+    except click.ClickException:
+        raise
+    except Exception as exc:
+        problem = database_problem(exc, url=_database_url())
+        if problem is not None:
+            raise click.ClickException(problem.detail) from None
+        if isinstance(exc, ValueError):  # a bad environment variable, for instance
+            raise click.ClickException(str(exc)) from None
+        raise
+
+
+def preflight(*, needs_schema: bool = True) -> Settings:
+    """Bind the database and check it before a command's work, failing with
+    one line: unreachable, missing, misconfigured, or (``needs_schema``) not
+    upgraded. A process command that does not use :func:`command` (e.g.
+    ``billing worker``) calls it first.
+
+    Parameters:
+      needs_schema: refuse a schema older than the code ("run `billing db upgrade` first").
+    """
+    with one_line_errors():
+        settings = _setup()
+        if needs_schema:
+            require_current_schema()
+        return settings
+
+
+def command(group: click.Group, name: str | None = None, *, needs_schema: bool = True, **kwargs):
+    """A subcommand that connects the database and turns domain errors, and
+    database mistakes, into one line.
+
+    Parameters:
+      group: the click group the command belongs to.
+      name: the command's name (default: the function's).
+      needs_schema: refuse to run on a schema older than the code, with
+        "run `billing db upgrade` first" (False for the commands that upgrade).
+    """
 
     def decorate(func):
         @functools.wraps(func)
         def wrapper(*args, **kw):
-            try:
-                _setup()
+            preflight(needs_schema=needs_schema)
+            with one_line_errors():
                 return func(*args, **kw)
-            except BillingError as exc:
-                raise click.ClickException(exc.message) from None
-            except ValueError as exc:  # a bad environment variable, for instance
-                raise click.ClickException(str(exc)) from None
 
         return group.command(name, **kwargs)(wrapper)
 
@@ -56,7 +126,7 @@ def db() -> None:
     """Database schema."""
 
 
-@command(db, "upgrade")
+@command(db, "upgrade", needs_schema=False)
 def db_upgrade() -> None:
     """Apply pending schema migrations (safe to run again)."""
     from billing import migrations
@@ -345,13 +415,17 @@ def instance_show(tenant_name, name) -> None:
 
     row = tenants.get_instance(tenants.get_tenant(tenant_name), name)
     click.echo(_describe_instance(row))
+    from billing.providers import webhook_url
+
     click.echo(f"health: {row.health}" + (f" (checked {row.health_checked_at:%Y-%m-%d %H:%M:%S} UTC)" if row.health_checked_at else ""))
-    base = Settings.from_env().public_url or "https://<PUBLIC_URL>"
+    if row.health_reason:
+        click.echo(f"down because: {row.health_reason}")
+    url = webhook_url(row, base_url=Settings.from_env().public_url or "https://<PUBLIC_URL>")
     if row.provider == "evolution":
-        click.echo(f"webhook URL (Evolution instance webhook): {base}/webhooks/evolution/{row.id}/{row.webhook_secret}")
+        click.echo(f"webhook URL (Evolution instance webhook; 'Webhook by Events' on or off): {url}")
     elif row.provider == "waha":
-        click.echo(f"webhook URL (WAHA session webhook): {base}/webhooks/waha/{row.id}")
-        click.echo(f"webhook HMAC key (sha512): {row.webhook_secret}")
+        click.echo(f"webhook URL (WAHA session webhook): {url}")
+        click.echo(f"webhook HMAC key (sha512, optional: WAHA Plus signs, Core does not): {row.webhook_secret}")
 
 
 # --- callbacks ------------------------------------------------------------
@@ -399,7 +473,12 @@ def callbacks_retry(delivery_id) -> None:
 
     callback_log.delivery(delivery_id)  # NotFound for an unknown id
     callbacks.retry_now(delivery_id)
-    tasks.enqueue_callbacks([delivery_id])
+    try:
+        tasks.enqueue_callbacks([delivery_id])
+    except Exception as exc:  # committed as due: the scheduler's recovery delivers it without the broker's help
+        click.echo(f"{delivery_id} due now; the broker did not take it ({exc.__class__.__name__}), "
+                   "the scheduler will deliver it")
+        return
     click.echo(f"{delivery_id} queued")
 
 
@@ -422,7 +501,7 @@ def outbox(tenant_name, as_json, limit) -> None:
 
 # --- processes ------------------------------------------------------------
 
-@command(main, "run")
+@command(main, "run", needs_schema=False)  # the embedded mode upgrades the schema itself
 @click.option("--host", default=None, help="Listen address (default HOST or 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Listen port (default PORT or 8000).")
 def run(host, port) -> None:
@@ -439,6 +518,11 @@ def scheduler() -> None:
     from scheduler import run_leader
 
     run_leader(blocking=True)
+
+
+from billing_cli.worker import worker as _worker_command  # noqa: E402  (it sets up its own logging)
+
+main.add_command(_worker_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,15 @@
-"""The HTTP shim: an app factory, a blueprint, JSON errors."""
+"""The HTTP shim: an app factory, a blueprint, JSON errors, probes.
+
+Two rules hold for every route:
+
+- **Saved work is never an error.** Work is enqueued after its commit through
+  :class:`AfterCommitJobs`: a broker that cannot take it is logged, and the
+  scheduler's recovery dispatches the committed work once the broker is back.
+- **A database that cannot answer is a 503 with Retry-After** (web/errors.py),
+  including a schema that ``billing db upgrade`` has not brought up to date.
+  A request opens its database connection on its first query, so routes that
+  need none (``/healthz``, the docs) answer while the database is down.
+"""
 from __future__ import annotations
 
 import re
@@ -7,12 +18,15 @@ import uuid
 from typing import Protocol
 
 import structlog
-from flask import Flask, g, request
+from flask import Flask, g, jsonify, request
 
 from billing.config import Settings
 from billing.db import database
+from billing.errors import DATABASE_RETRY_AFTER_SECONDS, SchemaNotUpgraded, database_problem, require_current_schema
 from web.api import PREFIXES, bp as api_bp
-from web.errors import rate_headers, register_error_handlers
+from web.errors import error_response, rate_headers, register_error_handlers
+from web.openapi import operation
+from web.responses import Liveness, Readiness
 from web.webhooks import bp as webhooks_bp
 from web.admin import bp as admin_bp
 from web.docs import bp as docs_bp
@@ -41,7 +55,7 @@ DOCS_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 #: Webhook URLs carry the instance's secret: never in a log line.
-_WEBHOOK_SECRET_PATH = re.compile(r"^(/webhooks/evolution/\d+/).+$")
+_WEBHOOK_SECRET_PATH = re.compile(r"^(/webhooks/(?:evolution|waha)/\d+/).+$")
 
 
 def _request_id(given: str) -> str:
@@ -68,6 +82,84 @@ class Jobs(Protocol):
     def auto_replies(self, inbound_ids: list[int]) -> None: ...
 
 
+class AfterCommitJobs:
+    """The Jobs port as the routes use it: every enqueue happens after the
+    commit of the work it announces, so it must not decide the HTTP answer.
+
+    A failed enqueue (RabbitMQ down, a publish not confirmed) is logged as one
+    warning line and dropped: the database still holds the work, and the
+    scheduler's recovery finds it (running queues with due contacts and no
+    dispatch chain, due callback deliveries) within RECOVERY_INTERVAL_SECONDS
+    of the broker's return.
+
+    Parameters:
+      jobs: the port that really enqueues (``tasks.jobs``, or a test recorder).
+    """
+
+    def __init__(self, jobs: Jobs) -> None:
+        self.inner = jobs
+
+    def start_queue(self, queue_id: str) -> None:
+        self._hand_over("start_queue", queue_id, queue_id=str(queue_id))
+
+    def callbacks(self, delivery_ids: list[str]) -> None:
+        if delivery_ids:
+            self._hand_over("callbacks", delivery_ids, count=len(delivery_ids))
+
+    def auto_replies(self, inbound_ids: list[int]) -> None:
+        if inbound_ids:
+            self._hand_over("auto_replies", inbound_ids, count=len(inbound_ids))
+
+    def _hand_over(self, job: str, payload, **context) -> None:
+        try:
+            getattr(self.inner, job)(payload)
+        except Exception as exc:  # whatever the broker raised, the commit stands
+            log.warning("enqueue failed after commit; the scheduler's recovery will dispatch it",
+                        job=job, error=f"{exc.__class__.__name__}: {exc}"[:300], **context)
+
+
+#: How long the readiness probe waits for the broker before calling it down.
+BROKER_PROBE_TIMEOUT_SECONDS = 2
+
+
+def broker_state(settings: Settings) -> str:
+    """``ok`` when the broker takes connections, else what is wrong.
+
+    Parameters:
+      settings: BROKER_URL empty is the in-process broker, always there.
+    """
+    if settings.embedded_broker:
+        return "ok"
+    import pika  # the RabbitMQ client Dramatiq itself uses
+
+    try:
+        params = pika.URLParameters(settings.broker_url)
+        params.connection_attempts = 1
+        params.socket_timeout = params.stack_timeout = BROKER_PROBE_TIMEOUT_SECONDS
+        pika.BlockingConnection(params).close()
+    except Exception as exc:  # pika raises many kinds; any means "not ready"
+        log.warning("broker unreachable", error=f"{exc.__class__.__name__}: {exc}"[:300])
+        return "unreachable"
+    return "ok"
+
+
+def database_state(settings: Settings) -> str:
+    """``ok`` when the database answers with the code's schema, else what is wrong.
+
+    Parameters:
+      settings: names the database in the log line of a failure.
+    """
+    try:
+        require_current_schema()
+    except Exception as exc:
+        problem = database_problem(exc, url=settings.database_url)
+        if problem is None:
+            raise
+        log.warning("database not ready", error=problem.detail)
+        return "schema not upgraded" if isinstance(problem, SchemaNotUpgraded) else "unavailable"
+    return "ok"
+
+
 def create_app(settings: Settings | None = None, *, jobs: Jobs | None = None) -> Flask:
     """Build the Flask app.
 
@@ -81,7 +173,7 @@ def create_app(settings: Settings | None = None, *, jobs: Jobs | None = None) ->
 
         jobs = tasks.jobs
     app = Flask(__name__, static_folder=None)  # an API: no static files to serve
-    app.config.update(SETTINGS=settings, JOBS=jobs, MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
+    app.config.update(SETTINGS=settings, JOBS=AfterCommitJobs(jobs), MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.url_map.strict_slashes = False
@@ -94,7 +186,9 @@ def create_app(settings: Settings | None = None, *, jobs: Jobs | None = None) ->
 
     @app.before_request
     def _open():
-        database.connect(reuse_if_open=True)
+        # No connection yet: the first query opens one (peewee's autoconnect),
+        # and _close returns it, so a route that needs none never waits on a
+        # database that is down.
         g.started = time.perf_counter()
         g.request_id = _request_id(request.headers.get(REQUEST_ID_HEADER, ""))
         structlog.contextvars.clear_contextvars()
@@ -120,8 +214,30 @@ def create_app(settings: Settings | None = None, *, jobs: Jobs | None = None) ->
 
     @app.get("/health")
     def health():
-        database.execute_sql("SELECT 1")
+        """Kept for existing probes: the database answers with the code's schema
+        (503 with Retry-After otherwise)."""
+        require_current_schema()
         return {"status": "ok"}
+
+    @app.get("/healthz")
+    @operation(summary="Liveness: the process answers (touches neither database nor broker)", tags=("operations",),
+               response=Liveness, auth="none")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    @operation(summary="Readiness: the database (with an upgraded schema) and the broker answer", tags=("operations",),
+               response=Readiness, errors=(503,), auth="none",
+               description="503 with Retry-After and the checks that failed while the database is unreachable, its "
+               "schema is not upgraded (`billing db upgrade`), or the broker is unreachable.")
+    def readyz():
+        checks = {"database": database_state(settings), "broker": broker_state(settings)}
+        failed = [f"{name} {state}" for name, state in checks.items() if state != "ok"]
+        if not failed:
+            return jsonify(success=True, status="ok", checks=checks)
+        response = error_response(503, f"not ready: {', '.join(failed)}", checks=checks)
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
 
     register_error_handlers(app)
     return app

@@ -27,6 +27,8 @@ from werkzeug.routing.converters import (
     AnyConverter, IntegerConverter, NumberConverter, PathConverter, UUIDConverter,
 )
 
+from web.idempotency import IN_FLIGHT_TIMEOUT
+
 #: Attribute under which :func:`operation` stores a view's description.
 OPERATION_ATTR = "__openapi_operation__"
 
@@ -56,6 +58,10 @@ AUTH_ERRORS = {
     "none": (),
 }
 
+#: Errors of every operation that reads the database (every auth kind but
+#: ``none`` does, to authenticate): unreachable, or a schema not upgraded.
+DATABASE_ERRORS = (503,)
+
 #: The header every authenticated POST of the ERP API takes (web/idempotency.py).
 IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",
@@ -64,6 +70,8 @@ IDEMPOTENCY_HEADER = {
     "schema": {"type": "string", "maxLength": 255},
     "description": "Makes a retry safe: the same key with the same request replays the first answer "
     "(header Idempotent-Replayed: true); with another request it is a 422; while the first still runs, a 409. "
+    f"A first request that died unanswered frees the key for the same request after "
+    f"{int(IN_FLIGHT_TIMEOUT.total_seconds())} s. "
     "Keys are scoped to the API key and kept for a day.",
 }
 
@@ -96,6 +104,8 @@ ERROR_MEANINGS = {
     415: "Unsupported media type.",
     422: "The body or a parameter does not validate; `errors` lists each problem.",
     429: "A rate limit was reached; Retry-After says when to retry.",
+    503: "The database is unreachable or its schema is not upgraded (`billing db upgrade`); Retry-After says when "
+    "to retry. Work already saved is never answered with an error: a broker that is down does not fail a request.",
 }
 
 TAG_DESCRIPTIONS = {
@@ -103,6 +113,7 @@ TAG_DESCRIPTIONS = {
     "webhooks": "Where the WhatsApp gateways (Evolution API, WAHA) post their events.",
     "admin": "The tenant's administration: API keys, templates, instances, campaigns, settings, stats.",
     "operator": "The operator's administration of tenants.",
+    "operations": "Probes for the process manager: liveness and readiness.",
 }
 
 DESCRIPTION = """Billing reminders over WhatsApp for Brazilian businesses: paced, business-hours aware, tracked end to end.
@@ -317,6 +328,8 @@ class _Builder:
                 "content": {JSON: {"schema": {"type": "object", "properties": {"success": {"const": True}}}}},
             }
         codes = set(spec["errors"]) | set(AUTH_ERRORS[spec["auth"]])
+        if spec["auth"] != "none":
+            codes |= set(DATABASE_ERRORS)
         if has_body:
             codes |= {413, 422} if spec["auth"] != "webhook" else {413}
         if spec["auth"] == "api_key" and method == "post":

@@ -73,6 +73,7 @@ class Error(_Answer):
     )
     billing_campaign_id: UUID = Field(None, description="409 on send: the campaign that already has this external_id.")
     queue_id: UUID = Field(None, description="409 on send: that campaign's queue.")
+    checks: "ReadinessChecks" = Field(None, description="503 on /readyz: the state of each dependency.")
 
 
 # --- the ERP API -------------------------------------------------------------
@@ -108,6 +109,10 @@ class QueueStatus(_Answer):
     contacts_failed: int = Field(ge=0, description="Failed after every attempt.")
     contacts_pending: int = Field(ge=0, description="Not sent yet (pending, scheduled or sending).")
     contacts_pending_retry: int = Field(ge=0, description="Not sent yet, after at least one failed attempt.")
+    contacts_stalled: int = Field(
+        ge=0, description="Open contacts that should be moving and are not (a booking long past its slot, a claim "
+        "held by a worker that stopped): recovery releases them."
+    )
     contacts_cancelled: int = Field(ge=0, description="Cancelled before being sent.")
     contacts_opted_out: int = Field(ge=0, description="Skipped: the customer asked not to be contacted.")
     contacts_rejected: int = Field(ge=0, description="Rejected when the campaign was created.")
@@ -165,6 +170,29 @@ class ContactsPage(_Answer):
     results: list[ContactView] = Field(description="This page's contacts.")
 
 
+# --- probes ------------------------------------------------------------------
+
+class Liveness(_Answer):
+    """The process answers."""
+
+    status: Literal["ok"] = Field(description="Always ok.")
+
+
+class ReadinessChecks(_Answer):
+    """What each dependency said: ``ok`` or what is wrong with it."""
+
+    database: str = Field(description="ok, unavailable, or schema not upgraded (run `billing db upgrade`).")
+    broker: str = Field(description="ok or unreachable (the embedded broker is always ok).")
+
+
+class Readiness(_Answer):
+    """The database and the broker answer: the process can take work."""
+
+    success: Literal[True] = Field(description="Always true when ready.")
+    status: Literal["ok"] = Field(description="Always ok when ready.")
+    checks: ReadinessChecks
+
+
 # --- webhooks ----------------------------------------------------------------
 
 class WebhookAck(_Answer):
@@ -205,12 +233,18 @@ class EvolutionData(_Open):
 class EvolutionWebhook(_Open):
     """The envelope Evolution API posts for each event."""
 
-    event: Literal["messages.upsert", "messages.update", "connection.update", "MESSAGES_UPSERT",
-                   "MESSAGES_UPDATE", "CONNECTION_UPDATE"] = Field(
-        None, description="The event; others are acknowledged and ignored."
+    event: Literal["messages.upsert", "messages.update", "connection.update", "remove.instance", "instance.delete",
+                   "logout.instance", "MESSAGES_UPSERT", "MESSAGES_UPDATE", "CONNECTION_UPDATE", "REMOVE_INSTANCE",
+                   "INSTANCE_DELETE", "LOGOUT_INSTANCE"] = Field(
+        None, description="The event; remove.instance, instance.delete and logout.instance take the instance down "
+        "at once; others are acknowledged and ignored."
     )
-    instance: str = Field(None, description="The gateway's instance name.")
-    data: Union[EvolutionData, list[EvolutionData]] = Field(None, description="The event's data (one or a list).")
+    instance: str = Field(
+        None, description="The gateway's instance name: must be the name this URL's instance has (else 403)."
+    )
+    data: Optional[Union[EvolutionData, list[EvolutionData]]] = Field(
+        None, description="The event's data (one or a list; null for remove.instance)."
+    )
 
 
 class WahaPayload(_Open):
@@ -228,11 +262,13 @@ class WahaPayload(_Open):
 class WahaWebhook(_Open):
     """The envelope WAHA posts for each event."""
 
-    id: str = Field(None, description="The event id.")
+    id: str = Field(None, description="The event id (WAHA Plus; Core 2024.10 sends none).")
     event: Literal["message", "message.any", "message.ack", "session.status"] = Field(
         None, description="The event; others are acknowledged and ignored."
     )
-    session: str = Field(None, description="The WAHA session name.")
+    session: str = Field(
+        None, description="The WAHA session name: must be the session this URL's instance uses (else 403)."
+    )
     payload: WahaPayload = Field(None, description="The event's data.")
 
 
@@ -265,8 +301,32 @@ class EvolutionPath(_Params):
     secret: str = Field(description="The instance's webhook secret (in its webhook URL).")
 
 
+class EvolutionEventPath(EvolutionPath):
+    event: str = Field(
+        min_length=1, pattern="^[^/]+$",
+        description="With 'Webhook by Events' on, the event's name Evolution appends (connection-update, "
+        "messages-upsert, messages-update, ...); the body's event decides.",
+    )
+
+
 class WahaPath(_Params):
     instance_id: int = Field(ge=0, description="The instance's id (in its webhook URL).")
+
+
+class WahaSecretPath(_Params):
+    instance_id: int = Field(ge=0, description="The instance's id (in its webhook URL).")
+    secret: str = Field(description="The instance's webhook secret (in its webhook URL).")
+
+
+class WahaSecretHeaders(_Params):
+    x_webhook_hmac: str = Field(
+        None, alias="X-Webhook-Hmac",
+        description="Hex HMAC-SHA512 of the raw body, keyed with the instance's webhook secret: verified when sent "
+        "(WAHA Plus), required when the instance's options set require_hmac. WAHA Core sends none.",
+    )
+    x_webhook_hmac_algorithm: Literal["sha512"] = Field(
+        None, alias="X-Webhook-Hmac-Algorithm", description="sha512 when sent."
+    )
 
 
 class WahaHeaders(_Params):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from billing import migrations
+
 BILLING = str(Path(sys.executable).parent / "billing")
 
 
@@ -28,7 +30,7 @@ def cli(tmp_path):
 
 def test_upgrade_is_idempotent(cli):
     again = cli("db", "upgrade")
-    assert again.stdout.strip() == "schema at version 1"
+    assert again.stdout.strip() == f"schema at version {migrations.MIGRATIONS[-1].version}"
 
 
 def test_setup_commands_and_the_key_on_the_last_line(cli):
@@ -107,3 +109,177 @@ def test_tenant_secret_and_callbacks_listing(cli):
     assert '"contact_id": 7' in shown
     missing = cli("callbacks", "show", "msg_nope", ok=False)
     assert missing.returncode == 1 and missing.stderr.startswith("Error: no callback delivery 'msg_nope'")
+
+
+# --- database mistakes: one line for every command ----------------------------------
+
+#: Commands that do not run through billing_cli.main.command and check their
+#: database in their own start-up: ``billing worker`` (billing_cli/worker.py)
+#: supervises worker processes that wait for the database.
+CHECKED_ELSEWHERE = {("worker",)}
+
+#: Commands that bring the schema up to date themselves: a schema not yet
+#: upgraded is no mistake for them.
+UPGRADING = {("db", "upgrade"), ("run",)}
+
+
+def _every_command() -> list[tuple[tuple[str, ...], list[str]]]:
+    """Each leaf command of ``billing`` with arguments that pass click's
+    parsing (a value for every argument and required option), so that what
+    fails is the database."""
+    import click
+
+    from billing_cli.main import main
+
+    found = []
+
+    def walk(group: click.Group, path: tuple[str, ...]) -> None:
+        for name, sub in sorted(group.commands.items()):
+            if isinstance(sub, click.Group):
+                walk(sub, (*path, name))
+                continue
+            args: list[str] = []
+            for param in sub.params:
+                if isinstance(param, click.Argument):
+                    args.append("x")
+                elif param.required:
+                    value = param.type.choices[0] if isinstance(param.type, click.Choice) else (
+                        "1" if isinstance(param.type, (click.types.IntParamType, click.types.FloatParamType)) else "x")
+                    args += [param.opts[0], str(value)]
+            found.append(((*path, name), args))
+
+    walk(main, ())
+    return found
+
+
+def _run_all(commands, env: dict, cwd: Path) -> dict:
+    """Run the commands concurrently (each is a process start and one
+    failing connection); returns {command path: CompletedProcess}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(item):
+        path, args = item
+        return path, subprocess.run([BILLING, *path, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                                    timeout=60)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(pool.map(one, commands))
+
+
+def _assert_one_line(results: dict, expected: str) -> None:
+    problems = []
+    for path, result in results.items():
+        lines = result.stderr.strip().splitlines()
+        if result.returncode != 1 or len(lines) != 1 or not lines[0].startswith("Error: ") or expected not in lines[0]:
+            problems.append(f"billing {' '.join(path)} -> {result.returncode}: {result.stderr[-600:]!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_commands_are_all_covered():
+    paths = {path for path, _ in _every_command()}
+    assert {("db", "upgrade"), ("tenant", "create"), ("outbox",), ("run",), ("scheduler",)} <= paths
+    assert CHECKED_ELSEWHERE <= paths  # a command renamed or gone: update CHECKED_ELSEWHERE
+
+
+def test_an_unreachable_server_is_one_line_for_every_command(tmp_path):
+    from tests.e2e.stack import free_port
+
+    url = f"postgresql://billing:s3cret@127.0.0.1:{free_port()}/billing"  # nothing listens there
+    env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LOG_FORMAT": "json"}
+    commands = [c for c in _every_command() if c[0] not in CHECKED_ELSEWHERE]
+    results = _run_all(commands, env, tmp_path)
+    _assert_one_line(results, "cannot reach the database (postgresql://billing:***@127.0.0.1:")
+    assert not any("s3cret" in r.stderr for r in results.values())  # the password is never printed
+
+
+def test_a_schema_not_upgraded_is_one_line_for_every_command(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/fresh.sqlite3", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    commands = [c for c in _every_command() if c[0] not in CHECKED_ELSEWHERE | UPGRADING]
+    _assert_one_line(_run_all(commands, env, tmp_path), "run `billing db upgrade` first")
+
+
+def test_a_half_upgraded_schema_is_one_line(cli):
+    from billing import db
+
+    db.connect(f"sqlite:///{cli.tmp_path}/cli.sqlite3")
+    migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version == migrations.MIGRATIONS[-1].version).execute()
+    db.database.close()
+    result = cli("tenant", "create", "acme", ok=False)
+    assert result.returncode == 1 and result.stderr == (
+        f"Error: the database schema is not upgraded (at version {migrations.MIGRATIONS[-2].version}, the code needs "
+        f"{migrations.MIGRATIONS[-1].version}); run `billing db upgrade` first\n")
+    assert "applied" in cli("db", "upgrade").stdout
+    assert "created" in cli("tenant", "create", "acme").stdout
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("postgresql://postgres@127.0.0.1:5432/billing_does_not_exist_x",
+     "Error: database 'billing_does_not_exist_x' does not exist (postgresql://postgres@127.0.0.1:5432/"),
+    ("postgresql://postgres@127.0.0.1:notaport/billing", "Error: DATABASE_URL is not valid: Port could not be cast"),
+    ("postgresql://postgres@db.invalid/billing", "Error: unknown database host 'db.invalid'"),
+    ("mysql://x", "Error: DATABASE_URL must start with sqlite:/// or postgresql://"),
+    ("sqlite:////proc/billing/x.sqlite3", "Error: cannot create the database directory for sqlite:////proc/billing/"),
+])
+def test_database_mistakes_are_one_line(url, expected, tmp_path, request):
+    if "5432" in url:
+        request.getfixturevalue("postgres_database_url")  # the server must answer for "does not exist" to be true
+    for args in (["db", "upgrade"], ["tenant", "show", "acme"], ["outbox"]):
+        result = subprocess.run([BILLING, *args], env={"DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
+                                capture_output=True, text=True, cwd=tmp_path, timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith(expected) and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+# --- the default database ------------------------------------------------------
+
+def test_the_default_database_does_not_depend_on_the_directory(tmp_path):
+    """Without DATABASE_URL every command uses one file per user, wherever it
+    is run from: ~/.local/share/whatsapp-billing/billing.sqlite3, or
+    $BILLING_HOME/billing.sqlite3."""
+    home = tmp_path / "home"
+    first, second = tmp_path / "project", tmp_path / "elsewhere" / "deeper"
+    for directory in (home, first, second):
+        directory.mkdir(parents=True)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+
+    def run(*args, cwd):
+        result = subprocess.run([BILLING, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    run("db", "upgrade", cwd=first)
+    run("tenant", "create", "acme", cwd=first)
+    assert "tenant acme" in run("tenant", "show", "acme", cwd=second)
+    assert (home / ".local/share/whatsapp-billing/billing.sqlite3").is_file()
+    assert not list(first.iterdir()) and not list(second.iterdir())  # no var/ left in either
+
+    env["BILLING_HOME"] = str(tmp_path / "billing-home")
+    run("db", "upgrade", cwd=second)
+    assert (tmp_path / "billing-home" / "billing.sqlite3").is_file()
+    missing = subprocess.run([BILLING, "tenant", "show", "acme"], env=env, cwd=first, capture_output=True, text=True,
+                             timeout=60)
+    assert missing.returncode == 1 and missing.stderr == "Error: no tenant named 'acme'\n"
+
+
+def test_callbacks_retry_with_the_broker_down_leaves_it_to_the_scheduler(cli, tmp_path):
+    from billing import callbacks, db
+    from billing.models import CallbackDelivery
+    from tests.e2e.stack import free_port
+
+    from datetime import datetime
+
+    cli("tenant", "create", "acme")
+    db.connect(f"sqlite:///{cli.tmp_path}/cli.sqlite3")
+    delivery_id = callbacks.emit(tenant_id=1, campaign_id=None, url="https://erp.example.com/hook",
+                                 event="contact.sent", data={"contact_id": 7})
+    CallbackDelivery.update(next_attempt_at=datetime(2099, 1, 1)).execute()  # not due: only the retry makes it so
+    db.database.close()
+    env = {"DATABASE_URL": f"sqlite:///{cli.tmp_path}/cli.sqlite3", "PATH": "/usr/bin:/bin",
+           "BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"}
+    result = subprocess.run([BILLING, "callbacks", "retry", delivery_id], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("the scheduler will deliver it") and "Traceback" not in result.stderr
+    db.connect(f"sqlite:///{cli.tmp_path}/cli.sqlite3")
+    assert callbacks.due() == [delivery_id]
+    db.database.close()

@@ -3,6 +3,7 @@ The broker is replaced by a recorder here; the end-to-end tests use real ones.""
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 
 import pytest
 
@@ -64,7 +65,9 @@ def test_seed_examples_are_accepted_verbatim(api, prefix, body):
 
 
 def test_the_three_types_share_one_path(api):
-    for template_type, extra in (("overdue", {}), ("upcoming", {}), ("notification", {"mensagem": "Aviso"})):
+    future = (date.today() + timedelta(days=30)).isoformat()  # upcoming: not yet due
+    for template_type, extra in (("overdue", {}), ("upcoming", {"data_vencimento": future}),
+                                 ("notification", {"mensagem": "Aviso"})):
         body = {"external_id": f"t-{template_type}", "contacts": [contact(phones(1)[0], **extra)]}
         response = api.post(f"/api/v1/billing/send/{template_type}", json=body, headers=api.headers)
         assert response.status_code == 200, response.json
