@@ -75,8 +75,10 @@ def configure_logging(*, log_format: str = "", level: str = "INFO") -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    # pika logs every connection hiccup at INFO/WARNING; Dramatiq reports what matters.
-    logging.getLogger("pika").setLevel(logging.ERROR)
+    # pika logs every refused or broken connection at ERROR, several lines and
+    # a traceback each; the error reaches its caller anyway, and the worker's
+    # broker (tasks.broker) logs one line per reconnect attempt.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     # Our own access log line (web/__init__.py) masks webhook secrets in paths.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     # APScheduler logs every job run at INFO; our jobs log what they did.

@@ -40,6 +40,7 @@ FORGET_AFTER = timedelta(days=1)
 
 _lock = threading.Lock()
 _current_id: str = ""
+_current_kind: str = "worker"
 
 
 def new_id() -> str:
@@ -63,9 +64,10 @@ def register(*, kind: str, info: dict | None = None, now: datetime | None = None
     Returns:
       The process id claims will name.
     """
-    global _current_id
+    global _current_id, _current_kind
     now = now or utcnow()
     with _lock:
+        _current_kind = kind
         if not _current_id or not _current_id.split(":")[1] == str(os.getpid()):
             _current_id = new_id()  # a forked child gets its own id
         process_id = _current_id
@@ -84,8 +86,15 @@ def beat(process_id: str | None = None, *, now: datetime | None = None) -> None:
     now = now or utcnow()
     updated = Heartbeat.update(beat_at=now, stopped_at=None).where(Heartbeat.id == process_id).execute()
     if not updated:
-        Heartbeat.insert(id=process_id, kind="worker", hostname=socket.gethostname()[:255], pid=os.getpid(),
+        Heartbeat.insert(id=process_id, kind=_current_kind, hostname=socket.gethostname()[:255], pid=os.getpid(),
                          started_at=now, beat_at=now).on_conflict_ignore().execute()
+
+
+def set_info(info: dict, process_id: str | None = None) -> None:
+    """Replace what ops see about this process (e.g. whether the scheduler leads)."""
+    process_id = process_id or _current_id
+    if process_id:
+        Heartbeat.update(info=info).where(Heartbeat.id == process_id).execute()
 
 
 def unregister(process_id: str | None = None, *, now: datetime | None = None) -> None:

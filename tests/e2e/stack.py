@@ -2,7 +2,7 @@
 
 Two stacks:
 - embedded: ``billing run`` on a SQLite file (StubBroker and worker inside);
-- production: gunicorn (2 workers) + ``dramatiq tasks`` (2 processes by
+- production: gunicorn (2 workers) + ``billing worker`` (2 processes by
   default) + ``billing scheduler`` on PostgreSQL and RabbitMQ.
 
 The worker's processes and threads and any extra environment (intervals,
@@ -196,7 +196,7 @@ class Stack:
       kind: ``embedded`` or ``production``.
       env: DATABASE_URL, BROKER_URL and whatever else the processes need.
       workdir: where processes run and write their logs (``<name>.log``).
-      worker_processes, worker_threads: ``dramatiq tasks --processes/--threads``.
+      worker_processes, worker_threads: ``billing worker --processes/--threads``.
       extra_env: applied last (overrides the test defaults, e.g.
         RECOVERY_INTERVAL_SECONDS or HEALTH_INTERVAL_SECONDS).
     """
@@ -315,14 +315,15 @@ class Stack:
         self.wait_healthy()
 
     def start_worker(self, name: str = "worker", *, processes: int | None = None, threads: int | None = None) -> None:
-        """``dramatiq tasks`` (every queue) as process ``name``, as the
-        Procfile runs it: delayed messages released every
-        DRAMATIQ_WORKER_TIMEOUT ms (100 unless the environment says otherwise)."""
-        timeout = self.env.get("dramatiq_worker_timeout") or self.env.get("DRAMATIQ_WORKER_TIMEOUT") or "100"
-        self._spawn(name, [str(BIN / "dramatiq"), "tasks",
+        """``billing worker`` (every queue) as process ``name``, as the
+        Procfile runs it: a supervisor of worker processes that replaces a
+        dead one, delayed messages released every DRAMATIQ_WORKER_TIMEOUT ms
+        (100 unless the environment says otherwise)."""
+        timeout = self.env.get("DRAMATIQ_WORKER_TIMEOUT") or "100"
+        self._spawn(name, [str(BIN / "billing"), "worker",
                            "--processes", str(processes or self.worker_processes),
                            "--threads", str(threads or self.worker_threads)],
-                    env={"dramatiq_worker_timeout": timeout})
+                    env={"DRAMATIQ_WORKER_TIMEOUT": timeout})
 
     def start_scheduler(self, name: str = "scheduler") -> None:
         """``billing scheduler`` as process ``name`` (a second one stands by)."""
