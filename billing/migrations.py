@@ -66,6 +66,7 @@ def _0002_field_guarantees() -> None:
     _add_missing_columns(models.Contact, "enqueued_at", "claimed_by", "outcome_unknown")
     _add_missing_columns(models.InboundMessage, "answer_claimed_at")
     database.create_tables([models.Heartbeat], safe=True)
+    models.Contact._schema.create_indexes(safe=True)
 
 
 #: Every migration, oldest first. Append; never edit one that has shipped.

@@ -310,6 +310,8 @@ class Contact(BaseModel):
             (("campaign", "position"), False),
             (("tenant", "phone"), False),
             (("provider_message_id",), False),
+            # Recovery looks for the few contacts booked or in flight.
+            (("status", "queue"), False),
         )
 
 

@@ -10,10 +10,12 @@ published (``contact.enqueued_at``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from billing import callbacks, health, transitions, workers
+from peewee import fn
+
+from billing import callbacks, health, inbound, transitions, workers
 from billing.clock import utcnow
 from billing.db import write_transaction
 from billing.models import Contact, Instance, Queue
@@ -121,12 +123,14 @@ def queues_with_due_work(*, now: datetime | None = None, grace: timedelta = LOST
     dispatch chain (none, or one whose next run is overdue by ``grace``:
     its broker message was lost)."""
     now = now or utcnow()
-    due = Contact.select(Contact.queue).where(
-        (Contact.status == ContactStatus.PENDING)
+    # Per queue, so the cost follows the running queues, not the backlog.
+    due = Contact.select(Contact.id).where(
+        (Contact.queue == Queue.id)
+        & (Contact.status == ContactStatus.PENDING)
         & ((Contact.next_attempt_at.is_null()) | (Contact.next_attempt_at <= now))
     )
     no_chain = Queue.next_dispatch_at.is_null() | (Queue.next_dispatch_at < now - grace)
-    queues = Queue.select(Queue.id).where(Queue.status.in_(QueueStatus.RUNNING) & no_chain & Queue.id.in_(due))
+    queues = Queue.select(Queue.id).where(Queue.status.in_(QueueStatus.RUNNING) & no_chain & fn.EXISTS(due))
     ids = [q.id for q in queues]
     if ids:
         # The lost chain is over; the dispatch about to be sent starts a new one.
@@ -137,19 +141,20 @@ def queues_with_due_work(*, now: datetime | None = None, grace: timedelta = LOST
 def complete_finished_queues() -> list[str]:
     """Complete running queues with no open contact left (their last contacts
     ended by an opt-out or a cancel rather than a send). Returns callback ids."""
-    still_open = Contact.select(Contact.queue).where(Contact.status.in_(ContactStatus.OPEN))
+    still_open = Contact.select(Contact.id).where((Contact.queue == Queue.id) & Contact.status.in_(ContactStatus.OPEN))
     deliveries: list[str] = []
-    for queue in Queue.select(Queue.id).where(Queue.status.in_(QueueStatus.RUNNING) & ~Queue.id.in_(still_open)):
+    for queue in Queue.select(Queue.id).where(Queue.status.in_(QueueStatus.RUNNING) & ~fn.EXISTS(still_open)):
         deliveries += complete_if_done(queue.id)
     return deliveries
 
 
 @dataclass
 class Recovered:
-    """Queue ids to dispatch and callback deliveries to enqueue."""
+    """Queue ids to dispatch, callback deliveries and auto-replies to enqueue."""
 
     queues: list[str]
     callbacks: list[str]
+    auto_replies: list[int] = field(default_factory=list)
 
 
 def recover(*, now: datetime | None = None, claim_timeout: timedelta = DEFAULT_CLAIM_TIMEOUT) -> Recovered:
@@ -163,4 +168,5 @@ def recover(*, now: datetime | None = None, claim_timeout: timedelta = DEFAULT_C
     return Recovered(
         queues=list(dict.fromkeys(resumed + queues_with_due_work(now=now))),
         callbacks=finished + callbacks.due(now=now),
+        auto_replies=inbound.unanswered_questions(now=now),
     )

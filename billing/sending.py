@@ -457,7 +457,11 @@ def _confirm_earlier_send(contact: Contact, gateway) -> SendResult | None:
     try:
         if find_sent is None:
             raise LookupError("this gateway cannot list sent messages")
-        found = find_sent(chat_id=contact.chat_id, text=contact.message, since=since)
+        # The chat the first attempt went to (its number check is cached).
+        chat_id = contact.chat_id or numbers.resolve_chat_id(contact.tenant_id, contact.phone, gateway, now=utcnow())
+        if not chat_id:
+            raise LookupError("the number has no chat id")
+        found = find_sent(chat_id=chat_id, text=contact.message, since=since)
     except Exception as exc:  # the gateway cannot tell: sending again is the lesser evil
         decision = "unchecked"
         log.warning("could not check an unconfirmed send; sending again", contact_id=contact.id, error=str(exc)[:200])

@@ -6,6 +6,7 @@ queue never starves another: ``dramatiq tasks -Q send --threads 16``.
 from __future__ import annotations
 
 import functools
+import random
 from datetime import datetime, timedelta
 
 import dramatiq
@@ -31,8 +32,10 @@ CALLBACKS_QUEUE = "callbacks"
 #: forever; stuck contacts are found again by the scheduler's recovery.
 MAX_MESSAGE_RETRIES = 20
 
-#: A send includes the gateway's "typing..." delay; give it room.
-SEND_TIME_LIMIT_MS = 3 * 60_000
+#: A send includes the gateway's "typing..." delay, and a result the gateway
+#: accepted is recorded across a database outage of up to
+#: sending.RECORD_DEADLINE: give it room for both.
+SEND_TIME_LIMIT_MS = int(sending.RECORD_DEADLINE.total_seconds() * 1000) + 3 * 60_000
 
 
 class RetryLater(dramatiq.Retry):
@@ -40,11 +43,27 @@ class RetryLater(dramatiq.Retry):
     logs one line, not an error with a traceback."""
 
 
+class DatabaseUnavailable(RetryLater):
+    """The database is restarting or unreachable: try again soon, for as long
+    as an outage of minutes lasts (the message holds only ids)."""
+
+
 #: What the database says while it restarts or is unreachable.
 DATABASE_DOWN = (OperationalError, InterfaceError)
 
+#: A message waits out a database outage in steps of about this long (ms,
+#: jittered), so work resumes seconds after the database returns rather than
+#: after an exponential backoff grown during the outage.
+DATABASE_RETRY_DELAY_MS = 3_000
+
+#: Steps of DATABASE_RETRY_DELAY_MS a message waits out at most (~15 min);
+#: whatever is still stuck then is found by the scheduler's recovery.
+MAX_DATABASE_RETRIES = 300
+
 
 def _retry_when(retries: int, exception: Exception) -> bool:
+    if isinstance(exception, DatabaseUnavailable):
+        return retries <= MAX_DATABASE_RETRIES
     if retries > MAX_MESSAGE_RETRIES:
         return False
     return isinstance(exception, dramatiq.Retry)
@@ -59,7 +78,8 @@ def _waits_out_database_outages(fn):
             return fn(*args, **kwargs)
         except DATABASE_DOWN as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise RetryLater(f"database unavailable: {first_line[:200]}") from None
+            delay = int(DATABASE_RETRY_DELAY_MS * random.uniform(0.7, 1.3))
+            raise DatabaseUnavailable(f"database unavailable: {first_line[:200]}", delay=delay) from None
     return wrapper
 
 
@@ -125,6 +145,19 @@ def send_contact(contact_id: int, slot: str | None = None) -> None:
         dispatch.send(report.queue_id)
 
 
+def _skips_database_outages(fn):
+    """Periodic work the scheduler enqueues again anyway: during a database
+    outage it logs one line and lets the next run do it."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DATABASE_DOWN as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("database unavailable; skipped until the next run", actor=fn.__name__, error=first_line[:200])
+    return wrapper
+
+
 def _publish_send(contact_id: int, slot: datetime | None, *, delay: float | None = None) -> None:
     """Publish send_contact for a booked slot, delayed until the slot (computed
     now, not when the batch was planned)."""
@@ -135,17 +168,21 @@ def _publish_send(contact_id: int, slot: datetime | None, *, delay: float | None
 
 
 @dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=0)
+@_skips_database_outages
 def recover() -> None:
     """Find lost or stuck work and the pauses whose time is over; dispatch them."""
     found = recovery.recover(claim_timeout=timedelta(seconds=_settings.claim_timeout_seconds))
     for queue_id in found.queues:
         dispatch.send(queue_id)
     enqueue_callbacks(found.callbacks)
-    if found.queues or found.callbacks:
-        log.info("recovered", dispatched=len(found.queues), callbacks=len(found.callbacks))
+    enqueue_auto_replies(found.auto_replies)
+    if found.queues or found.callbacks or found.auto_replies:
+        log.info("recovered", dispatched=len(found.queues), callbacks=len(found.callbacks),
+                 auto_replies=len(found.auto_replies))
 
 
 @dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=60_000)
+@_skips_database_outages
 def check_instance(instance_id: int) -> None:
     """Ask the gateway for the instance's connection state and apply it."""
     instance = Instance.get_or_none(Instance.id == instance_id)

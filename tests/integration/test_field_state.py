@@ -294,3 +294,78 @@ def test_start_up_restarts_the_dispatch_chains_of_the_previous_process(db):
     assert recovery.queues_with_due_work(now=now) == []  # the chain looks alive...
     recovery.restart_chains(now=now)
     assert recovery.queues_with_due_work(now=now) == [created.queue_id]  # ...until start-up forgets it
+
+
+# --- 13. a send whose answer never came is checked before it is sent again -----------------------------------
+
+
+@pytest.mark.parametrize("store", [True, False], ids=["gateway-can-tell", "gateway-cannot-tell"])
+def test_an_unanswered_send_is_checked_with_the_gateway_before_a_resend(db, store):
+    from billing import tenants
+    from tests.fakes.evolution import FakeEvolution
+
+    with FakeEvolution(api_key="k") as fake:
+        fake.keep_messages(store)
+        setup = make_tenant()
+        Instance.update(is_active=False).execute()
+        tenants.create_instance(setup.tenant, name="billing", provider="evolution", url=fake.url, token="k",
+                                options={"typing_ms": 0, "typing": False, "timeout_seconds": 0.5},
+                                min_interval=0.01, max_interval=0.01)
+        created = _campaign(setup, 1)
+        (a, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+        fake.hang_next(1, seconds=5)
+        report = sending.send_one(a)
+        assert report.outcome is sending.Outcome.RETRY
+        row = Contact.get_by_id(a)
+        assert row.outcome_unknown and row.status == ContactStatus.QUEUED
+        assert len(fake.messages) == 1  # it did go out
+
+        assert sending.send_one(a).outcome is sending.Outcome.SENT  # the broker's retry
+        kinds = [e.kind for e in Event.select().where(Event.contact == a).order_by(Event.id)]
+        row = Contact.get_by_id(a)
+        assert row.status == ContactStatus.SENT and not row.outcome_unknown
+        if store:
+            assert len(fake.messages) == 1  # found at the gateway: recorded, not sent again
+            assert sending.EVENT_CONFIRMED in kinds
+            assert row.provider_message_id == fake.messages[0].id
+        else:
+            assert len(fake.messages) == 2  # the gateway could not tell: sent again, and the history says so
+            decision = Event.get((Event.contact == a) & (Event.kind == sending.EVENT_RESEND_CHECKED)).detail
+            assert decision["decision"] == "unchecked"
+
+
+# --- 15/8. an auto-reply whose enqueue was lost is answered by recovery -------------------------------------
+
+
+def test_recovery_answers_a_question_whose_auto_reply_was_never_enqueued(db, monkeypatch):
+    from billing import inbound, replies, tenants
+    from billing.models import InboundMessage
+
+    setup = make_tenant()
+    tenants.update_tenant(setup.tenant, auto_reply=True)
+    created = campaigns.create_campaign(setup.tenant, template_type="notification", request={
+        "external_id": "pix", "contacts": [contact(phones(1)[0], mensagem="Aviso", codigo_pix="000201PIX")]})
+    (a, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    sending.send_one(a)
+    now = utcnow()
+    question = InboundMessage.create(
+        tenant=setup.tenant.id, instance=setup.instance.id, provider_message_id="in-1", phone=phones(1)[0],
+        text="qual o pix?", intent=replies.QUESTION, contact=a, received_at=now - timedelta(minutes=2))
+    found = recovery.recover(now=now)
+    assert found.auto_replies == [question.id]
+    assert inbound.send_auto_reply(question.id)
+    assert recovery.recover(now=now).auto_replies == []  # answered: not again
+
+    # a permanent failure keeps its claim: recovery does not retry it every pass
+    second = InboundMessage.create(
+        tenant=setup.tenant.id, instance=setup.instance.id, provider_message_id="in-2", phone=phones(1)[0],
+        text="manda o pix de novo", intent=replies.QUESTION, contact=a, received_at=now - timedelta(minutes=2))
+    from billing.providers.sandbox import SandboxGateway
+
+    def refuse(self, **kwargs):
+        raise GatewayError("blocked by WhatsApp", transient=False)
+
+    monkeypatch.setattr(SandboxGateway, "send_text", refuse)
+    with pytest.raises(GatewayError):
+        inbound.send_auto_reply(second.id)
+    assert recovery.recover(now=now).auto_replies == []
