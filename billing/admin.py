@@ -170,7 +170,7 @@ def preview(tenant: Tenant, body: PreviewRequest) -> dict:
 
 def instance_view(instance: Instance) -> dict:
     from billing.config import Settings
-    from billing.pacing import Pace
+    from billing.pacing import Pace, sent_today
     from billing.providers import webhook_url
 
     pace = Pace.of(instance)
@@ -193,7 +193,8 @@ def instance_view(instance: Instance) -> dict:
         "rest_seconds": instance.rest_seconds,
         "daily_cap": instance.daily_cap,
         "warmup_days": instance.warmup_days,
-        "sent_today": instance.day_count,
+        # What the gateway accepted today (booked, unsent slots are not sends).
+        "sent_today": sent_today(instance, now=utcnow()),
         "created_at": as_utc_iso(instance.created_at),
     }
 

@@ -369,3 +369,15 @@ def test_recovery_answers_a_question_whose_auto_reply_was_never_enqueued(db, mon
     with pytest.raises(GatewayError):
         inbound.send_auto_reply(second.id)
     assert recovery.recover(now=now).auto_replies == []
+
+
+def test_the_admin_api_shows_accepted_sends_as_sent_today(db):
+    from billing import admin
+
+    setup = make_tenant(pace={"daily_cap": 50})
+    created = _campaign(setup, 20)
+    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500)
+    for contact_id, _ in plan.sends[:4]:
+        sending.send_one(contact_id)
+    view = admin.instance_view(Instance.get_by_id(setup.instance.id))
+    assert view["sent_today"] == 4  # not the 20 booked
