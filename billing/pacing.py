@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 from peewee import Case
 
 from billing.db import locked
-from billing.models import Instance, Tenant
+from billing.models import Contact, Instance, Tenant
+from billing.states import ContactStatus
 
 SECONDS_PER_MINUTE = 60
 
@@ -247,11 +248,11 @@ def _day_keys(instance_ids) -> dict[int, tuple[str, object]]:
 
 
 def release_slots(slots: list[tuple[int, datetime]]) -> None:
-    """Give booked, unsent slots back to today's daily caps.
+    """Give booked, unsent slots back to today's daily caps and to the pace.
 
-    A slot of a day that is over (or not yet the counted day) changes nothing:
-    only today's reservations are counted in ``day_count``. Must run in the
-    transaction that unbooked the contacts.
+    A slot of a day that is over (or not yet the counted day) changes nothing
+    to the caps: only today's reservations are counted in ``day_count``. Must
+    run in the transaction that unbooked the contacts.
 
     Parameters:
       slots: (instance id, booked slot as naive UTC) of each slot given back.
@@ -266,11 +267,14 @@ def release_slots(slots: list[tuple[int, datetime]]) -> None:
         day, _ = zones[instance_id][1](slot)
         key = (instance_id, day.isoformat())
         per_instance[key] = per_instance.get(key, 0) + 1
-    per_tenant: dict[tuple[int, str], int] = {}
     tenants = dict(
         Instance.select(Instance.id, Instance.tenant).where(Instance.id.in_([i for i, _ in per_instance])).tuples()
     )
-    for (instance_id, day_key), count in per_instance.items():
+    # Tenant rows first, then instances: the order book_slots locks them in,
+    # so a release and a booking cannot deadlock.
+    list(locked(Tenant.select(Tenant.id).where(Tenant.id.in_(sorted(set(tenants.values())))).order_by(Tenant.id)))
+    per_tenant: dict[tuple[int, str], int] = {}
+    for (instance_id, day_key), count in sorted(per_instance.items()):
         Instance.update(day_count=Case(None, [(Instance.day_count > count, Instance.day_count - count)], 0)).where(
             (Instance.id == instance_id) & (Instance.day_key == day_key)
         ).execute()
@@ -280,6 +284,31 @@ def release_slots(slots: list[tuple[int, datetime]]) -> None:
         Tenant.update(day_count=Case(None, [(Tenant.day_count > count, Tenant.day_count - count)], 0)).where(
             (Tenant.id == tenant_id) & (Tenant.day_key == day_key)
         ).execute()
+    _rewind(slots)
+
+
+def _rewind(slots: list[tuple[int, datetime]]) -> None:
+    """Give released slots back to the pace: when they were an instance's last
+    bookings, its next booking starts at the first of them, not after them (a
+    resumed queue, or a restarted embedded process, would otherwise wait out
+    the horizon its released bookings had reserved). The floor
+    (``last_send_at``) still spaces the next send from the last one.
+
+    Parameters:
+      slots: (instance id, booked slot as naive UTC) of each slot given back.
+    """
+    earliest: dict[int, datetime] = {}
+    for instance_id, slot in slots:
+        earliest[instance_id] = min(slot, earliest.get(instance_id, slot))
+    for instance_id in sorted(earliest):
+        first = earliest[instance_id]
+        later = Contact.select(Contact.id).where(
+            (Contact.instance == instance_id) & Contact.status.in_((ContactStatus.QUEUED, ContactStatus.SENDING))
+            & (Contact.slot_at >= first)
+        )
+        if not later.exists():
+            Instance.update(next_slot_at=first).where(
+                (Instance.id == instance_id) & (Instance.next_slot_at > first)).execute()
 
 
 def count_sent(instance_id: int, *, at: datetime) -> None:

@@ -104,18 +104,37 @@ def resume_due_pauses(*, now: datetime | None = None) -> list[str]:
     return [str(i) for i in ids]
 
 
-def release_interrupted_sends(*, now: datetime | None = None) -> int:
-    """Every claim, at start-up of the embedded mode (no worker can be running)."""
-    return release_stuck_claims(now=now, timeout=timedelta(0))
+def release_in_memory_work(*, now: datetime | None = None) -> dict[str, int]:
+    """Give back everything the in-memory broker of a stopped ``billing run``
+    held, so a restart resumes its campaigns at once.
 
+    Call at start-up of the embedded mode, before its worker starts, and only
+    in the process that leads on this database: no other process sends, so
+    every claim was the previous process's, and no booking, whatever its slot,
+    has a broker message any more.
 
-def restart_chains(*, now: datetime | None = None) -> int:
-    """Forget every running queue's dispatch chain (start-up of the embedded
-    mode: the in-memory broker lost their messages), so recovery dispatches
-    them at once instead of waiting for the chains to look lost."""
-    return Queue.update(next_dispatch_at=None).where(
-        Queue.status.in_(QueueStatus.RUNNING) & Queue.next_dispatch_at.is_null(False)
-    ).execute()
+    - Claims go back to pending (the attempt counts).
+    - Every booking goes back to pending, and its slot back to the pace and
+      the caps (billing.transitions), so the next booking starts now rather
+      than after the lost bookings' horizon.
+    - Dispatch chains are forgotten, so recovery dispatches their queues now.
+
+    Returns:
+      How many claims, bookings and chains were reset.
+    """
+    now = now or utcnow()
+    with write_transaction():
+        # Bookings first: the claims hold the earliest slots, so the pace is
+        # rewound to the first of all once both are given back.
+        bookings = len(transitions.move_contacts(
+            transitions.RELEASE_LOST, Contact.status == ContactStatus.QUEUED, now=now))
+        claims = len(transitions.move_contacts(
+            transitions.RELEASE_DEAD_CLAIM, Contact.status == ContactStatus.SENDING, now=now,
+            reason="send interrupted"))
+        chains = Queue.update(next_dispatch_at=None).where(
+            Queue.status.in_(QueueStatus.RUNNING) & Queue.next_dispatch_at.is_null(False)
+        ).execute()
+    return {"claims": claims, "bookings": bookings, "chains": chains}
 
 
 def queues_with_due_work(*, now: datetime | None = None, grace: timedelta = LOST_CHAIN_GRACE) -> list[str]:

@@ -498,10 +498,13 @@ def _record_sent(contact: Contact, result: SendResult, *, chat_id: str, admitted
             provider_message_id=result.provider_message_id, chat_id=result.chat_id or chat_id, reason="",
             sent_at=admitted_at or done_at, outcome_unknown=False,
         )
-        return moved.callbacks + complete_if_done(contact.queue_id)
+        return moved.callbacks
 
     report = SendReport(Outcome.SENT, contact.id, queue_id)
     report.callbacks = _durably(record, what="send result", contact_id=contact.id)
+    # After the record's commit, not inside it: the record locks the instance
+    # row (sent count), dispatch locks the queue row then the instance's.
+    report.callbacks += complete_if_done(contact.queue_id)
     return report
 
 

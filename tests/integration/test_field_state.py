@@ -289,11 +289,23 @@ def test_start_up_restarts_the_dispatch_chains_of_the_previous_process(db):
     sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=1), batch_size=1, now=now)
     assert Queue.get_by_id(created.queue_id).next_dispatch_at is not None
     # the process stopped: its in-memory broker lost the chain's message
-    recovery.release_interrupted_sends(now=now)
-    recovery.release_lost_bookings(now=now, grace=timedelta(0))
     assert recovery.queues_with_due_work(now=now) == []  # the chain looks alive...
-    recovery.restart_chains(now=now)
+    released = recovery.release_in_memory_work(now=now)
+    assert released == {"claims": 0, "bookings": 1, "chains": 1}
     assert recovery.queues_with_due_work(now=now) == [created.queue_id]  # ...until start-up forgets it
+
+
+def test_a_resumed_queue_books_from_now_not_after_the_slots_its_pause_gave_back(db):
+    setup = make_tenant(messages_per_minute=30)  # a slot every 1.5-2.5 s
+    created = _campaign(setup, 20)
+    now = utcnow()
+    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=now)
+    assert max(slot for _, slot in plan.sends) > now + timedelta(seconds=20)
+    queues.pause(Queue.get_by_id(created.queue_id))
+    queues.resume(Queue.get_by_id(created.queue_id))
+    later = now + timedelta(seconds=1)
+    again = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=later)
+    assert min(slot for _, slot in again.sends) <= later + timedelta(seconds=1)
 
 
 # --- 13. a send whose answer never came is checked before it is sent again -----------------------------------
