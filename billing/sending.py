@@ -300,6 +300,10 @@ RECORD_DEADLINE = timedelta(minutes=10)
 #: the last repeats), short so the record lands soon after it returns.
 RECORD_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0)
 
+#: The reason of a contact whose last attempt went unanswered and which the
+#: gateway did not show as sent, with no attempt left.
+UNANSWERED_REASON = "the gateway did not answer and did not show the message as sent"
+
 #: Event kinds of the ambiguous-send checks.
 EVENT_UNCONFIRMED = "send_unconfirmed"
 EVENT_CONFIRMED = "send_confirmed"
@@ -413,6 +417,36 @@ def send_one(contact_id: int, *, now: datetime | None = None, slot: datetime | N
     now = now or utcnow()
     if not claim(contact_id, now=now, slot=slot, worker=workers.current_id()):
         return SendReport(Outcome.SKIPPED, contact_id)
+    progress = {"gateway_called": False}
+    try:
+        return _send_claimed(contact_id, now=now, progress=progress)
+    except BaseException:
+        # Whatever broke (the database went away, a bug), a claim this
+        # message holds must not outlive it: its retry would find the contact
+        # "sending" and skip it. A message the gateway may have taken keeps
+        # its claim (the record is what failed; resending would duplicate it).
+        if not progress["gateway_called"] and not _release_claim(contact_id):
+            workers.release_claim_later(contact_id)  # at the next beat, once the database answers
+        raise
+
+
+def _release_claim(contact_id: int) -> bool:
+    """Give this process's claim of ``contact_id`` back (no attempt spent);
+    False when the database cannot be reached now."""
+    from peewee import InterfaceError, OperationalError
+
+    try:
+        transitions.move_contacts(
+            transitions.GIVE_BACK, (Contact.id == contact_id) & (Contact.claimed_by == workers.current_id()),
+            now=utcnow())
+        return True
+    except (OperationalError, InterfaceError):
+        _drop_connection()
+        return False
+
+
+def _send_claimed(contact_id: int, *, now: datetime, progress: dict) -> SendReport:
+    """The send of a contact this message has claimed."""
     contact = _load(contact_id)
     queue_id = str(contact.queue_id)
     gateway = gateway_for(contact.instance)
@@ -420,6 +454,8 @@ def send_one(contact_id: int, *, now: datetime | None = None, slot: datetime | N
         confirmed = _confirm_earlier_send(contact, gateway)
         if confirmed is not None:
             return _record_sent(contact, confirmed, chat_id=contact.chat_id, admitted_at=None, confirmed=True)
+        if contact.attempts > contact.tenant.max_attempts:  # checked, not there, and no attempt left
+            return _record_failure(contact, GatewayError(UNANSWERED_REASON, transient=False), queue_id=queue_id)
     if contact.attempts > 1:
         later = _rebook_retry(contact, now=now)
         if later is not None:
@@ -431,10 +467,23 @@ def send_one(contact_id: int, *, now: datetime | None = None, slot: datetime | N
         admitted_at = _pass_floor(contact)
         if admitted_at is None:
             return _requeue(contact, delay=MAX_FLOOR_SLEEP.total_seconds(), now=now)
-        result = gateway.send_text(phone=contact.phone, chat_id=chat_id, text=contact.message, contact_id=contact.id)
+        progress["gateway_called"] = True
+        result = _call_gateway(gateway, contact, chat_id=chat_id)
     except GatewayError as exc:
         return _record_failure(contact, exc, queue_id=queue_id)
     return _record_sent(contact, result, chat_id=chat_id, admitted_at=admitted_at)
+
+
+def _call_gateway(gateway, contact: Contact, *, chat_id: str) -> SendResult:
+    """The send itself. An error the adapter did not classify happened with
+    the request possibly out: treat it as ambiguous (checked before a resend)."""
+    try:
+        return gateway.send_text(phone=contact.phone, chat_id=chat_id, text=contact.message, contact_id=contact.id)
+    except GatewayError:
+        raise
+    except Exception as exc:
+        log.exception("unexpected gateway error", contact_id=contact.id)
+        raise GatewayError(f"unexpected error: {type(exc).__name__}", transient=True, ambiguous=True) from exc
 
 
 def _confirm_earlier_send(contact: Contact, gateway) -> SendResult | None:
@@ -573,32 +622,39 @@ def _record_failure(contact: Contact, error: GatewayError, *, queue_id: str) -> 
     if error.instance_down:
         # Not the contact's fault: give it back without using up an attempt;
         # dispatch books it again on a healthy instance.
-        _give_back(contact, now=now)
-        Event.create(contact=contact.id, kind="send_error", detail={"reason": error.reason, "instance_down": True},
-                     created_at=now)
+        def give_back() -> None:
+            _give_back(contact, now=now)
+            Event.create(contact=contact.id, kind="send_error", detail={"reason": error.reason, "instance_down": True},
+                         created_at=now)
+
+        _durably(give_back, what="give-back", contact_id=contact.id)
         health.record_state(contact.instance_id, health.DOWN, reason=error.reason, now=now)
         return SendReport(Outcome.DEFERRED, contact.id, queue_id, error.reason)
 
     ambiguous = bool(getattr(error, "ambiguous", False))
-    final = not error.transient or contact.attempts >= contact.tenant.max_attempts
-    quick = contact.attempts <= QUICK_RETRIES
+    # An unanswered send may have gone out: it is never failed unchecked; the
+    # next attempt asks the gateway first (see _confirm_earlier_send).
+    final = not ambiguous and (not error.transient or contact.attempts >= contact.tenant.max_attempts)
+    quick = ambiguous or contact.attempts <= QUICK_RETRIES
     detail = {"reason": error.reason, "transient": error.transient, **({"ambiguous": True} if ambiguous else {})}
-    with write_transaction():
+
+    def record() -> transitions.Moved:
         if ambiguous:
             Event.create(contact=contact.id, kind=EVENT_UNCONFIRMED, detail={"reason": error.reason}, created_at=now)
         if final:
-            moved = transitions.move_contacts(transitions.SEND_FAILED, _mine(contact), now=now, detail=detail,
-                                              reason=error.reason, outcome_unknown=ambiguous)
-        elif quick:
+            return transitions.move_contacts(transitions.SEND_FAILED, _mine(contact), now=now, detail=detail,
+                                             reason=error.reason, outcome_unknown=ambiguous)
+        if quick:
             # Back to queued so the retried message can claim it again; no
             # slot yet: the retry books its own (see _rebook_retry).
-            moved = transitions.move_contacts(transitions.RETRY_SOON, _mine(contact), now=now, detail=detail,
-                                              reason=error.reason, outcome_unknown=ambiguous, enqueued_at=now)
-        else:
-            delay = DATABASE_RETRY_DELAYS[min(contact.attempts - QUICK_RETRIES, len(DATABASE_RETRY_DELAYS)) - 1]
-            moved = transitions.move_contacts(transitions.RETRY_LATER, _mine(contact), now=now, detail=detail,
-                                              reason=error.reason, outcome_unknown=ambiguous,
-                                              next_attempt_at=now + delay)
+            return transitions.move_contacts(transitions.RETRY_SOON, _mine(contact), now=now, detail=detail,
+                                             reason=error.reason, outcome_unknown=ambiguous, enqueued_at=now)
+        delay = DATABASE_RETRY_DELAYS[min(contact.attempts - QUICK_RETRIES, len(DATABASE_RETRY_DELAYS)) - 1]
+        return transitions.move_contacts(transitions.RETRY_LATER, _mine(contact), now=now, detail=detail,
+                                         reason=error.reason, outcome_unknown=ambiguous,
+                                         next_attempt_at=now + delay)
+
+    moved = _durably(record, what="send failure", contact_id=contact.id)
     if final:
         report = SendReport(Outcome.FAILED, contact.id, queue_id, error.reason)
         report.callbacks = moved.callbacks + complete_if_done(contact.queue_id)

@@ -78,12 +78,40 @@ def register(*, kind: str, info: dict | None = None, now: datetime | None = None
     return process_id
 
 
+#: Claims this process must give back once the database answers again
+#: (contact ids whose send broke while the database was away).
+_claims_to_release: set[int] = set()
+
+
+def release_claim_later(contact_id: int) -> None:
+    """Remember to give back this process's claim of ``contact_id`` at the
+    next beat: the send that held it failed, and so did the give-back."""
+    with _lock:
+        _claims_to_release.add(contact_id)
+
+
+def _release_remembered_claims(process_id: str, *, now: datetime) -> None:
+    from billing import transitions  # transitions reaches the caps and callbacks
+    from billing.models import Contact
+
+    with _lock:
+        pending = sorted(_claims_to_release)
+    if not pending:
+        return
+    transitions.move_contacts(
+        transitions.GIVE_BACK, Contact.id.in_(pending) & (Contact.claimed_by == process_id), now=now)
+    with _lock:
+        _claims_to_release.difference_update(pending)
+
+
 def beat(process_id: str | None = None, *, now: datetime | None = None) -> None:
-    """Say this process is still alive (re-registers a row that was forgotten)."""
+    """Say this process is still alive (re-registers a row that was forgotten),
+    and give back the claims whose sends broke while the database was away."""
     process_id = process_id or _current_id
     if not process_id:
         return
     now = now or utcnow()
+    _release_remembered_claims(process_id, now=now)
     updated = Heartbeat.update(beat_at=now, stopped_at=None).where(Heartbeat.id == process_id).execute()
     if not updated:
         Heartbeat.insert(id=process_id, kind=_current_kind, hostname=socket.gethostname()[:255], pid=os.getpid(),

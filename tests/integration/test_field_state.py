@@ -393,3 +393,30 @@ def test_the_admin_api_shows_accepted_sends_as_sent_today(db):
         sending.send_one(contact_id)
     view = admin.instance_view(Instance.get_by_id(setup.instance.id))
     assert view["sent_today"] == 4  # not the 20 booked
+
+
+def test_a_send_broken_after_its_claim_gives_the_claim_back(db, monkeypatch):
+    """The database went away between the claim and the send: the message's
+    retry must not find the contact "sending" (held by a live worker) and
+    skip it; the claim goes back now, or at the next beat when the database
+    cannot take it now."""
+    setup = make_tenant()
+    created = _campaign(setup, 2)
+    (a, _), (b, _) = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+
+    def down(contact_id):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(sending, "_load", down)
+    with pytest.raises(OperationalError):
+        sending.send_one(a)
+    row = Contact.get_by_id(a)
+    assert row.status == ContactStatus.PENDING and row.attempts == 0
+
+    # the give-back fails too: it is remembered and done at the next beat
+    monkeypatch.setattr(sending, "_release_claim", lambda contact_id: False)
+    with pytest.raises(OperationalError):
+        sending.send_one(b)
+    assert _status(b) == ContactStatus.SENDING
+    workers.beat(workers.register(kind="worker"))
+    assert _status(b) == ContactStatus.PENDING
