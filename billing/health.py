@@ -93,20 +93,21 @@ def record_state(instance_id: int, state: str, *, reason: str = "", now: datetim
         Instance.update(health=health, health_reason=reason, health_checked_at=now).where(
             Instance.id == instance_id
         ).execute()
-        if not changed:
-            return []
-        log.warning("instance health changed", instance=instance.name, health=health, reason=reason,
-                    was=instance.health)
-        if health == instance.health:
-            return []  # only the reason changed: the queues are where they should be
-        if health == DOWN:
-            if not healthy_instances(instance.tenant_id):
-                pause_for_instances(instance.tenant_id, now=now)
-            return []
-        resumed = transitions.move_queues(
-            transitions.RESUME, (Queue.tenant == instance.tenant_id) & (Queue.status == QueueStatus.INSTANCE_DOWN),
-            now=now,
-        )
+    # The queues change in a transaction of their own: holding the instance
+    # row while waiting for a queue row would deadlock with dispatch, which
+    # locks the queue row first and the instance rows after.
+    if not changed:
+        return []
+    log.warning("instance health changed", instance=instance.name, health=health, reason=reason, was=instance.health)
+    if health == instance.health:
+        return []  # only the reason changed: the queues are where they should be
+    if health == DOWN:
+        if not healthy_instances(instance.tenant_id):
+            pause_for_instances(instance.tenant_id, now=now)
+        return []
+    resumed = transitions.move_queues(
+        transitions.RESUME, (Queue.tenant == instance.tenant_id) & (Queue.status == QueueStatus.INSTANCE_DOWN), now=now,
+    )
     return [str(queue_id) for queue_id in resumed]
 
 

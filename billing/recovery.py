@@ -44,8 +44,10 @@ AUTOMATIC_PAUSES = (health.PAUSE_HOURS, health.PAUSE_DAILY_CAP)
 #: come this long after the failure lost it: longer than the longest backoff.
 LOST_RETRY_GRACE = timedelta(minutes=15)
 
-#: A dispatch chain whose next run is overdue by this much lost its message.
-LOST_CHAIN_GRACE = timedelta(seconds=30)
+#: A dispatch chain whose next run is overdue by this much lost its message
+#: (a worker killed between its booking's commit and the publish of the next
+#: run). Short: a second dispatch of a queue only books what is still due.
+LOST_CHAIN_GRACE = timedelta(seconds=5)
 
 
 def release_lost_bookings(*, now: datetime | None = None, grace: timedelta = LOST_MESSAGE_GRACE) -> int:
@@ -169,18 +171,21 @@ def complete_finished_queues() -> list[str]:
 
 @dataclass
 class Recovered:
-    """Queue ids to dispatch, callback deliveries and auto-replies to enqueue."""
+    """Queue ids to dispatch, callback deliveries and auto-replies to enqueue,
+    and how many lost bookings and dead claims were given back."""
 
     queues: list[str]
     callbacks: list[str]
     auto_replies: list[int] = field(default_factory=list)
+    released_bookings: int = 0
+    released_claims: int = 0
 
 
 def recover(*, now: datetime | None = None, claim_timeout: timedelta = DEFAULT_CLAIM_TIMEOUT) -> Recovered:
     """One recovery pass."""
     now = now or utcnow()
-    release_lost_bookings(now=now)
-    release_dead_claims(now=now, timeout=claim_timeout)
+    bookings = release_lost_bookings(now=now)
+    claims = release_dead_claims(now=now, timeout=claim_timeout)
     resumed = resume_due_pauses(now=now)
     finished = complete_finished_queues()
     workers.forget_old(now=now)
@@ -188,4 +193,6 @@ def recover(*, now: datetime | None = None, claim_timeout: timedelta = DEFAULT_C
         queues=list(dict.fromkeys(resumed + queues_with_due_work(now=now))),
         callbacks=finished + callbacks.due(now=now),
         auto_replies=inbound.unanswered_questions(now=now),
+        released_bookings=bookings,
+        released_claims=claims,
     )

@@ -176,9 +176,10 @@ def recover() -> None:
         dispatch.send(queue_id)
     enqueue_callbacks(found.callbacks)
     enqueue_auto_replies(found.auto_replies)
-    if found.queues or found.callbacks or found.auto_replies:
+    if found.queues or found.callbacks or found.auto_replies or found.released_bookings or found.released_claims:
         log.info("recovered", dispatched=len(found.queues), callbacks=len(found.callbacks),
-                 auto_replies=len(found.auto_replies))
+                 auto_replies=len(found.auto_replies), released_bookings=found.released_bookings,
+                 released_claims=found.released_claims)
 
 
 @dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=60_000)
