@@ -110,7 +110,13 @@ def write_transaction() -> Iterator[None]:
 
 
 def locked(query: peewee.Select, *, skip_locked: bool = False) -> peewee.Select:
-    """Add ``FOR UPDATE`` (optionally ``SKIP LOCKED``) on PostgreSQL.
+    """Lock the selected rows for an update, on PostgreSQL.
+
+    ``FOR NO KEY UPDATE``, not ``FOR UPDATE``: we never change keys, and the
+    weaker lock does not conflict with the ``FOR KEY SHARE`` locks that
+    foreign-key checks take on parent rows (a contact updated twice in one
+    transaction key-shares its tenant; a ``FOR UPDATE`` of that tenant by two
+    such transactions deadlocks them).
 
     On SQLite the enclosing :func:`write_transaction` already holds the
     database's single write lock, which gives the same exclusion.
@@ -121,4 +127,4 @@ def locked(query: peewee.Select, *, skip_locked: bool = False) -> peewee.Select:
     """
     if not is_postgres():
         return query
-    return query.for_update("FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE")
+    return query.for_update("FOR NO KEY UPDATE SKIP LOCKED" if skip_locked else "FOR NO KEY UPDATE")

@@ -420,3 +420,51 @@ def test_a_send_broken_after_its_claim_gives_the_claim_back(db, monkeypatch):
     assert _status(b) == ContactStatus.SENDING
     workers.beat(workers.register(kind="worker"))
     assert _status(b) == ContactStatus.PENDING
+
+
+def test_concurrent_failures_of_one_tenant_do_not_deadlock(db, monkeypatch):
+    """Two sends of one tenant failing at the same moment: each transaction
+    key-shares the tenant (foreign-key checks of its contact's updates) and
+    then locks it to give its slot back; with FOR UPDATE that deadlocked, and
+    every retry deadlocked again. The barrier makes both reach the lock together."""
+    import threading
+
+    from billing import db as billing_db
+
+    setup = make_tenant()
+    created = _campaign(setup, 2)
+    (a, _), (b, _) = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    for contact_id in (a, b):
+        assert sending.claim(contact_id, now=utcnow())
+    # (SQLite serializes writers: there the second waits for the first, and
+    # the barrier only times out.)
+    barrier = threading.Barrier(2, timeout=10 if billing_db.is_postgres() else 0.2)
+    real_release = pacing.release_slots
+
+    def release_together(slots):
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:  # pragma: no cover - the other thread failed first
+            pass
+        return real_release(slots)
+
+    monkeypatch.setattr(pacing, "release_slots", release_together)
+    errors = []
+
+    def fail(contact_id):
+        try:
+            with billing_db.write_transaction():
+                transitions.move_contacts(transitions.RETRY_SOON, Contact.id == contact_id, now=utcnow(),
+                                          reason="gateway 500")
+        except Exception as exc:  # the assertion below names it
+            errors.append(repr(exc))
+        finally:
+            billing_db.database.close()
+
+    threads = [threading.Thread(target=fail, args=(c,)) for c in (a, b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    assert {_status(a), _status(b)} == {ContactStatus.QUEUED}
