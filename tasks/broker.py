@@ -219,8 +219,7 @@ def broker_reachable(broker: dramatiq.Broker) -> bool:
 #: pika's connection settings unless BROKER_URL sets its own: a RabbitMQ that
 #: drops packets (rather than refusing) must not hold a web request or a
 #: publish for pika's defaults of minutes.
-CONNECTION_DEFAULTS = {"socket_timeout": "5", "connection_attempts": "2", "retry_delay": "1",
-                       "blocked_connection_timeout": "30"}
+CONNECTION_DEFAULTS = {"socket_timeout": "5", "blocked_connection_timeout": "30"}
 
 
 def with_connection_timeouts(url: str) -> str:

@@ -103,7 +103,8 @@ def private_rabbitmq():
 
 
 def _lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
+    """The log's non-blank lines."""
+    return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def _json(line: str) -> dict | None:
@@ -133,6 +134,10 @@ def test_rabbitmq_down_is_a_line_per_reconnect_attempt_and_the_scheduler_steps_d
                        timeout=STARTUP_TIMEOUT, message=stack.logs)
             wait_until(lambda: any(e.get("event") == "scheduler job ran" and e.get("job") == "recover"
                                    for e in events("scheduler")), timeout=STARTUP_TIMEOUT, message=stack.logs)
+            # The first health check logs the instance coming up: let it
+            # happen before the count, which is of outage lines only.
+            wait_until(lambda: any(e.get("event") == "instance health changed" for e in events("worker")),
+                       timeout=STARTUP_TIMEOUT, message=stack.logs)
 
             # RabbitMQ goes away; count what each process writes meanwhile.
             worker_before, scheduler_before = len(_lines(worker_log)), len(_lines(scheduler_log))
