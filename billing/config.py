@@ -69,7 +69,8 @@ DEFAULT_SEND_RETRY_MAX_BACKOFF_MS = 5 * 60_000
 DEFAULT_CLAIM_TIMEOUT_SECONDS = 300
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
+    """A whole number from the environment (``default`` when unset or blank)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -138,20 +139,20 @@ class Settings:
             admin_token=os.environ.get("BILLING_ADMIN_TOKEN", "").strip(),
             trusted_proxies=tuple(p.strip() for p in os.environ.get("TRUSTED_PROXIES", "").split(",") if p.strip()),
             host=os.environ.get("HOST", "").strip() or "127.0.0.1",
-            port=_env_int("PORT", 8000),
+            port=env_int("PORT", 8000),
             log_format=os.environ.get("LOG_FORMAT", "").strip().lower(),
             log_level=os.environ.get("LOG_LEVEL", "").strip().upper() or "INFO",
-            worker_threads=_env_int("WORKER_THREADS", 4),
-            max_contacts_per_request=_env_int(
+            worker_threads=env_int("WORKER_THREADS", 4),
+            max_contacts_per_request=env_int(
                 "MAX_CONTACTS_PER_REQUEST", DEFAULT_MAX_CONTACTS_PER_REQUEST
             ),
-            dispatch_horizon_seconds=_env_int(
+            dispatch_horizon_seconds=env_int(
                 "DISPATCH_HORIZON_SECONDS", DEFAULT_DISPATCH_HORIZON_SECONDS
             ),
-            dispatch_batch_size=_env_int("DISPATCH_BATCH_SIZE", DEFAULT_DISPATCH_BATCH_SIZE),
-            recovery_interval_seconds=_env_int("RECOVERY_INTERVAL_SECONDS", DEFAULT_RECOVERY_INTERVAL_SECONDS),
-            health_interval_seconds=_env_int("HEALTH_INTERVAL_SECONDS", DEFAULT_HEALTH_INTERVAL_SECONDS),
-            claim_timeout_seconds=_env_int("CLAIM_TIMEOUT_SECONDS", DEFAULT_CLAIM_TIMEOUT_SECONDS),
-            send_retry_min_backoff_ms=_env_int("SEND_RETRY_MIN_BACKOFF_MS", DEFAULT_SEND_RETRY_MIN_BACKOFF_MS),
-            send_retry_max_backoff_ms=_env_int("SEND_RETRY_MAX_BACKOFF_MS", DEFAULT_SEND_RETRY_MAX_BACKOFF_MS),
+            dispatch_batch_size=env_int("DISPATCH_BATCH_SIZE", DEFAULT_DISPATCH_BATCH_SIZE),
+            recovery_interval_seconds=env_int("RECOVERY_INTERVAL_SECONDS", DEFAULT_RECOVERY_INTERVAL_SECONDS),
+            health_interval_seconds=env_int("HEALTH_INTERVAL_SECONDS", DEFAULT_HEALTH_INTERVAL_SECONDS),
+            claim_timeout_seconds=env_int("CLAIM_TIMEOUT_SECONDS", DEFAULT_CLAIM_TIMEOUT_SECONDS),
+            send_retry_min_backoff_ms=env_int("SEND_RETRY_MIN_BACKOFF_MS", DEFAULT_SEND_RETRY_MIN_BACKOFF_MS),
+            send_retry_max_backoff_ms=env_int("SEND_RETRY_MAX_BACKOFF_MS", DEFAULT_SEND_RETRY_MAX_BACKOFF_MS),
         )

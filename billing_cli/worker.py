@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 
 import click
+
+from billing.config import env_int
 import structlog
 
 log = structlog.get_logger(__name__)
@@ -66,13 +68,10 @@ CHILD_LOG_FORMAT = "[%(asctime)s] [PID %(process)d] [%(threadName)s] [%(name)s] 
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
     try:
-        return int(raw)
-    except ValueError:
-        raise click.ClickException(f"{name} must be a whole number, got {raw!r}") from None
+        return env_int(name, default)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _describe_exit(returncode: int) -> str:

@@ -69,6 +69,11 @@ def _retry_when(retries: int, exception: Exception) -> bool:
     return isinstance(exception, dramatiq.Retry)
 
 
+def _first_line(exc: Exception) -> str:
+    """An exception's first line (database errors run over several), bounded."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 def _waits_out_database_outages(fn):
     """Turn a database outage into a quiet retry (one log line), not an
     error with a traceback for every message while the database is away."""
@@ -77,9 +82,8 @@ def _waits_out_database_outages(fn):
         try:
             return fn(*args, **kwargs)
         except DATABASE_DOWN as exc:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             delay = int(DATABASE_RETRY_DELAY_MS * random.uniform(0.7, 1.3))
-            raise DatabaseUnavailable(f"database unavailable: {first_line[:200]}", delay=delay) from None
+            raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}", delay=delay) from None
     return wrapper
 
 
@@ -153,8 +157,7 @@ def _skips_database_outages(fn):
         try:
             return fn(*args, **kwargs)
         except DATABASE_DOWN as exc:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            log.warning("database unavailable; skipped until the next run", actor=fn.__name__, error=first_line[:200])
+            log.warning("database unavailable; skipped until the next run", actor=fn.__name__, error=_first_line(exc))
     return wrapper
 
 
