@@ -154,7 +154,36 @@ def _postgres_bin() -> Path:
     raise ServiceUnavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
 
 
-class PrivatePostgres:
+#: The machine's own services: never the target of a stop or a kill.
+MACHINE_POSTGRES_PORT = 5432
+MACHINE_RABBITMQ_PORT = 5672
+#: What every private server's directory and RabbitMQ node name start with.
+PRIVATE_DIR_PREFIX = "billing-faults-"
+PRIVATE_NODE_PREFIX = "rabbit_fault_"
+
+
+class _PrivateServer:
+    """What the two private servers share: a restart, and the check, before
+    any stop or kill, that the target is this suite's own server."""
+
+    port: int
+    root: Path
+
+    def restart(self, down_seconds: float) -> float:
+        """Stop, stay down ``down_seconds``, start; returns the monotonic time it was back."""
+        self.stop()
+        time.sleep(down_seconds)  # the outage itself: time must pass
+        self.start()
+        return time.monotonic()
+
+    def _ensure_private(self) -> None:
+        """Refuse to stop or kill anything but a server this suite started in
+        its own directory on its own port."""
+        if self.port in (MACHINE_POSTGRES_PORT, MACHINE_RABBITMQ_PORT) or PRIVATE_DIR_PREFIX not in str(self.root):
+            raise RuntimeError(f"refusing to stop a server that is not the suite's own ({self.root}, port {self.port})")
+
+
+class PrivatePostgres(_PrivateServer):
     """A PostgreSQL cluster of the suite's own, on a free port.
 
     Parameters:
@@ -209,6 +238,7 @@ class PrivatePostgres:
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast``: roll back open transactions, close every connection)."""
+        self._ensure_private()
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", str(STOP_TIMEOUT), "stop")
         self._reap()
 
@@ -221,18 +251,12 @@ class PrivatePostgres:
 
     def kill(self) -> None:
         """SIGKILL the postmaster and its backends (a crash; the next start recovers)."""
+        self._ensure_private()
         pid = self.postmaster_pid()
         if pid:
             pids = kill_tree(pid)
             wait_gone(pids, STOP_TIMEOUT)
         self._reap()
-
-    def restart(self, down_seconds: float) -> float:
-        """Stop, stay down ``down_seconds``, start; returns the monotonic time it was back."""
-        self.stop()
-        time.sleep(down_seconds)  # the outage itself: time must pass
-        self.start()
-        return time.monotonic()
 
     def destroy(self) -> None:
         if self.running():
@@ -313,7 +337,7 @@ def _rabbitmq_programs() -> tuple[str, str]:
     return server, ctl
 
 
-class PrivateRabbitMQ:
+class PrivateRabbitMQ(_PrivateServer):
     """A second RabbitMQ node of the suite's own (own name, ports, data, logs).
 
     Parameters:
@@ -332,7 +356,7 @@ class PrivateRabbitMQ:
             except KeyError as exc:
                 raise ServiceUnavailable("running as root needs the 'rabbitmq' user") from exc
         self.root = base / "rabbitmq"
-        self.node = f"rabbit_fault_{secrets.token_hex(4)}@localhost"
+        self.node = f"{PRIVATE_NODE_PREFIX}{secrets.token_hex(4)}@localhost"
         self.port = free_port()
         self.dist_port = free_port_below(55000)
         self.process: subprocess.Popen | None = None
@@ -416,6 +440,7 @@ class PrivateRabbitMQ:
 
     def stop(self) -> None:
         """``rabbitmqctl stop`` (graceful: persistent messages survive), then wait for the process."""
+        self._ensure_private()
         self.ctl_run("stop")
         if self.process is not None:
             try:
@@ -428,6 +453,7 @@ class PrivateRabbitMQ:
 
     def kill(self) -> None:
         """SIGKILL the node (the server process tree this object started)."""
+        self._ensure_private()
         if self.process is None:
             return
         pids = kill_tree(self.process.pid)
@@ -441,13 +467,6 @@ class PrivateRabbitMQ:
         except subprocess.TimeoutExpired:  # pragma: no cover
             pass
 
-    def restart(self, down_seconds: float) -> float:
-        """Stop, stay down ``down_seconds``, start; returns the monotonic time it was back."""
-        self.stop()
-        time.sleep(down_seconds)  # the outage itself: time must pass
-        self.start()
-        return time.monotonic()
-
     def destroy(self) -> None:
         if self.process is not None and self.process.poll() is None:
             try:
@@ -458,6 +477,8 @@ class PrivateRabbitMQ:
 
     # administration
     def ctl_run(self, *args: str, timeout: float = STOP_TIMEOUT) -> str:
+        if not self.node.startswith(PRIVATE_NODE_PREFIX):
+            raise RuntimeError(f"refusing to control RabbitMQ node {self.node}: not the suite's own")
         command = [*self._prefix(), self.ctl, "-n", self.node, *args]
         result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout, cwd="/")
         if result.returncode != 0:
@@ -492,6 +513,6 @@ class PrivateRabbitMQ:
 def make_base_dir() -> Path:
     """A temporary directory other users may enter (the servers run as postgres
     and rabbitmq; pytest's own tmp dirs are private to root)."""
-    base = Path(tempfile.mkdtemp(prefix="billing-faults-"))
+    base = Path(tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX))
     os.chmod(base, 0o755)
     return base
