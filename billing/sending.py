@@ -336,13 +336,16 @@ def _settle_unclaimable(contact_id: int, *, now: datetime, slot: datetime | None
     """A queued contact this message could not claim: its queue stopped. Give
     it back (paused) or end it (cancelled), under the queue's row lock so a
     resume cannot slip in between and leave it queued with no message."""
+    if _booked_queue(contact_id, slot=slot) is None:
+        # Most messages that claim nothing are redeliveries and stale copies:
+        # answer them with one read, without a write transaction (on SQLite
+        # the database's single write lock).
+        return False
     with write_transaction():
-        row = Contact.select(Contact.queue, Contact.status, Contact.slot_at).where(Contact.id == contact_id).first()
-        if row is None or row.status != ContactStatus.QUEUED:
+        queue_id = _booked_queue(contact_id, slot=slot)
+        if queue_id is None:
             return False
-        if slot is not None and row.slot_at is not None and row.slot_at != slot:
-            return False  # a stale message: the contact's live booking has its own
-        status = locked(Queue.select(Queue.status).where(Queue.id == row.queue_id)).scalar()
+        status = locked(Queue.select(Queue.status).where(Queue.id == queue_id)).scalar()
         this = Contact.id == contact_id
         if status in QueueStatus.RUNNING:  # resumed just now: the message is still ours
             return bool(transitions.move_contacts(transitions.CLAIM, this, now=now, claimed_at=now, claimed_by=worker))
@@ -351,6 +354,17 @@ def _settle_unclaimable(contact_id: int, *, now: datetime, slot: datetime | None
         elif status in (QueueStatus.PAUSED, QueueStatus.INSTANCE_DOWN):
             transitions.move_contacts(transitions.UNBOOK, this, now=now)
     return False
+
+
+def _booked_queue(contact_id: int, *, slot: datetime | None):
+    """The queue of the contact while it is queued for this message's
+    booking, else None."""
+    row = Contact.select(Contact.queue, Contact.status, Contact.slot_at).where(Contact.id == contact_id).first()
+    if row is None or row.status != ContactStatus.QUEUED:
+        return None
+    if slot is not None and row.slot_at is not None and row.slot_at != slot:
+        return None  # a stale message: the contact's live booking has its own
+    return row.queue_id
 
 
 def _load(contact_id: int) -> Contact:
