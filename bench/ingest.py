@@ -53,17 +53,17 @@ from typing import Callable
 import psycopg2
 from psycopg2 import sql
 
-from billing import db as billing_db
+from billing.adapters import db as billing_db
 from bench.postgres import redact, scratch_database, server_version
-from billing import migrations
+from billing.adapters import migrations
 from billing.campaigns import INSERT_FIELDS, create_campaign, template_variables
 from billing.config import Settings
-from billing.duedates import today_in
-from billing.models import Contact
-from billing.phones import normalize_phone
+from billing.domain.duedates import today_in
+from billing.adapters.models import Contact
+from billing.domain.phones import normalize_phone
 from billing.schemas import SendRequest, parse
 from billing.templates import active_template, active_variations
-from billing.templating import compile_template
+from billing.domain.templating import compile_template
 from tests.factories import RecordedJobs, make_tenant
 from web import create_app
 from web.auth import API_KEY_HEADER

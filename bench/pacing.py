@@ -72,7 +72,7 @@ import psycopg2
 
 from bench.postgres import redact, scratch_database, server_version
 from billing.config import DEFAULT_RECOVERY_INTERVAL_SECONDS
-from billing.models import Contact, Instance, Tenant
+from billing.adapters.models import Contact, Instance, Tenant
 from billing.sending import MAX_FLOOR_SLEEP
 from tests.e2e.stack import (
     Stack,

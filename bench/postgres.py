@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from psycopg2 import sql
 
-from billing import db as billing_db
+from billing.adapters import db as billing_db
 
 
 def redact(url: str) -> str:

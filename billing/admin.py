@@ -13,14 +13,14 @@ from billing.admin_schemas import (
     TemplateCreate, TemplatePatch,
 )
 from billing.clock import as_utc_iso, utcnow
-from billing.db import write_transaction
-from billing.duedates import today_in
+from billing.adapters.db import write_transaction
+from billing.domain.duedates import today_in
 from billing.errors import InvalidRequest, NotFound
-from billing.models import (
+from billing.adapters.models import (
     ApiKey, Campaign, Contact, InboundMessage, Instance, OptOut, Queue, Template, Tenant, Variation,
 )
-from billing.states import ContactStatus
-from billing.templating import MissingVariable, TemplateSyntaxError, compile_template
+from billing.domain.states import ContactStatus
+from billing.domain.templating import MissingVariable, TemplateSyntaxError, compile_template
 
 #: The usage shown with a key covers this many hours.
 USAGE_WINDOW = timedelta(hours=24)
@@ -171,7 +171,7 @@ def preview(tenant: Tenant, body: PreviewRequest) -> dict:
 def instance_view(instance: Instance) -> dict:
     from billing.config import Settings
     from billing.pacing import Pace, sent_today
-    from billing.providers import webhook_url
+    from billing.adapters.providers import webhook_url
 
     pace = Pace.of(instance)
     return {

@@ -15,8 +15,8 @@ from datetime import datetime
 
 from billing.clock import utcnow
 from billing.errors import Forbidden, InvalidRequest, Unauthorized
-from billing.models import AdminToken, ApiKey, Tenant
-from billing.states import TemplateType
+from billing.adapters.models import AdminToken, ApiKey, Tenant
+from billing.domain.states import TemplateType
 
 #: Every key starts with this, so a leaked one is easy to recognise in scans.
 KEY_MARK = "bk"

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from billing import apikeys, tenants
 from billing.clock import utcnow
-from billing.db import write_transaction
-from billing.default_templates import DEFAULT_TEMPLATES
-from billing.models import ApiKey, Tenant
+from billing.adapters.db import write_transaction
+from billing.domain.default_templates import DEFAULT_TEMPLATES
+from billing.adapters.models import ApiKey, Tenant
 from billing.templates import create_template
 
 DEMO_TENANT = "demo"

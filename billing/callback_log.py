@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from billing.clock import as_utc_iso
 from billing.errors import NotFound
-from billing.models import CallbackAttempt, CallbackDelivery, Tenant
+from billing.adapters.models import CallbackAttempt, CallbackDelivery, Tenant
 from billing.tenants import get_tenant
 
 

@@ -1,6 +1,6 @@
 """Callbacks to the caller's ``callback_url``: signed, retried, recorded.
 
-An event is written as a :class:`~billing.models.CallbackDelivery` row in the
+An event is written as a :class:`~billing.adapters.models.CallbackDelivery` row in the
 same transaction as the change it reports (an outbox), then delivered by an
 actor. Deliveries follow Standard Webhooks: ``webhook-id`` (the same across
 retries), ``webhook-timestamp`` and ``webhook-signature`` (HMAC-SHA256 with
@@ -22,11 +22,11 @@ from urllib.parse import urlparse
 
 import requests
 
-from billing import signing
+from billing.domain import signing
 from billing.clock import as_utc_iso, utcnow
-from billing.db import write_transaction
+from billing.adapters.db import write_transaction
 from billing.errors import InvalidRequest
-from billing.models import CallbackAttempt, CallbackDelivery, Campaign, Contact, DisabledEndpoint, Queue, Tenant
+from billing.adapters.models import CallbackAttempt, CallbackDelivery, Campaign, Contact, DisabledEndpoint, Queue, Tenant
 
 CONTACT_EVENTS = ("sent", "delivered", "read", "failed", "replied", "opted_out")
 QUEUE_COMPLETED = "queue.completed"

@@ -17,18 +17,18 @@ import peewee
 
 from billing import callbacks, limits, pacing, windows
 from billing.clock import utcnow
-from billing.db import database, is_postgres, write_transaction
-from billing.duedates import InvalidDate, due_variables, parse_date, today_in, type_contradiction
+from billing.adapters.db import database, is_postgres, write_transaction
+from billing.domain.duedates import InvalidDate, due_variables, parse_date, today_in, type_contradiction
 from billing.errors import DuplicateCampaign, InvalidRequest, PayloadTooLarge
 from billing.inbound import OPTED_OUT_REASON, opted_out_phones
-from billing.models import Campaign, Contact, Queue, Tenant, Variation
-from billing.money import InvalidAmount, format_brl
-from billing.phones import InvalidPhone, normalize_phone
-from billing.rotation import VariationPicker
+from billing.adapters.models import Campaign, Contact, Queue, Tenant, Variation
+from billing.domain.money import InvalidAmount, format_brl
+from billing.domain.phones import InvalidPhone, normalize_phone
+from billing.domain.rotation import VariationPicker
 from billing.schemas import SendRequest, parse
-from billing.states import ContactStatus, QueueStatus, TemplateType
+from billing.domain.states import ContactStatus, QueueStatus, TemplateType
 from billing.templates import active_template, active_variations, check_type
-from billing.templating import MissingVariable, compile_template
+from billing.domain.templating import MissingVariable, compile_template
 
 #: How many rejected contacts the send response lists in full; the rest are
 #: counted there and listed by ``GET campaign/<id>/contacts?status=rejected``.

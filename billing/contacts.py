@@ -6,8 +6,8 @@ import uuid
 
 from billing.clock import as_utc_iso
 from billing.errors import InvalidRequest, NotFound
-from billing.models import Campaign, Contact, Queue
-from billing.states import ContactStatus
+from billing.adapters.models import Campaign, Contact, Queue
+from billing.domain.states import ContactStatus
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000

@@ -205,9 +205,9 @@ def require_current_schema() -> None:
     """Raise :class:`SchemaNotUpgraded` when migrations are pending.
 
     Raises:
-      SchemaNotUpgraded: the bound database is behind ``billing.migrations``.
+      SchemaNotUpgraded: the bound database is behind ``billing.adapters.migrations``.
     """
-    from billing import migrations  # migrations imports the models; errors must not
+    from billing.adapters import migrations  # migrations imports the models; errors must not
 
     latest = migrations.MIGRATIONS[-1].version
     current = migrations.current_version()

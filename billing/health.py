@@ -14,12 +14,12 @@ import structlog
 
 from billing import transitions
 from billing.clock import utcnow
-from billing.db import write_transaction
-from billing.models import Instance, Queue
-from billing.providers import gateway_for
-from billing.providers.base import CONNECTED, CONNECTING, DOWN, ConnectionStatus, GatewayError
-from billing.providers.http import shorten
-from billing.states import QueueStatus
+from billing.adapters.db import write_transaction
+from billing.adapters.models import Instance, Queue
+from billing.adapters.providers import gateway_for
+from billing.adapters.providers.base import CONNECTED, CONNECTING, DOWN, ConnectionStatus, GatewayError
+from billing.adapters.providers.http import shorten
+from billing.domain.states import QueueStatus
 
 log = structlog.get_logger(__name__)
 

@@ -13,17 +13,18 @@ from datetime import datetime, timedelta
 import peewee
 import structlog
 
-from billing import callbacks, health, replies, transitions
+from billing import callbacks, health, transitions
+from billing.domain import replies
 from billing.clock import utcnow
-from billing.db import write_transaction
-from billing.models import Contact, Event, InboundMessage, Instance, OptOut, Tenant, WhatsappNumber
-from billing.providers import gateway_for
-from billing.providers.base import (
+from billing.adapters.db import write_transaction
+from billing.adapters.models import Contact, Event, InboundMessage, Instance, OptOut, Tenant, WhatsappNumber
+from billing.adapters.providers import gateway_for
+from billing.adapters.providers.base import (
     ACK_DELIVERED, ACK_FAILED, ACK_READ, AckEvent, ConnectionEvent, Gateway, GatewayError, LookupUnavailable,
     SendResult,
 )
-from billing.providers.base import InboundMessage as InboundEvent
-from billing.states import ContactStatus
+from billing.adapters.providers.base import InboundMessage as InboundEvent
+from billing.domain.states import ContactStatus
 
 log = structlog.get_logger(__name__)
 

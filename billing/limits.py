@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 from peewee import fn
 
 from billing.clock import utcnow
-from billing.db import locked, write_transaction
+from billing.adapters.db import locked, write_transaction
 from billing.errors import BillingError
-from billing.models import RateCounter
+from billing.adapters.models import RateCounter
 
 HOUR = timedelta(hours=1)
 

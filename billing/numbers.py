@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from billing.models import WhatsappNumber
-from billing.providers import Gateway
+from billing.adapters.models import WhatsappNumber
+from billing.adapters.providers import Gateway
 
 #: A check is trusted this long; people do join (and leave) WhatsApp.
 NUMBER_CHECK_TTL = timedelta(days=30)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from billing.clock import as_utc_iso
-from billing.models import SandboxMessage, Tenant
+from billing.adapters.models import SandboxMessage, Tenant
 from billing.tenants import get_tenant
 
 

@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 
 from peewee import Case
 
-from billing.db import locked
-from billing.models import Contact, Instance, Tenant
-from billing.states import ContactStatus
+from billing.adapters.db import locked
+from billing.adapters.models import Contact, Instance, Tenant
+from billing.domain.states import ContactStatus
 
 SECONDS_PER_MINUTE = 60
 

@@ -11,11 +11,11 @@ from datetime import timedelta
 from peewee import fn
 
 from billing.clock import as_utc_iso, utcnow
-from billing.db import write_transaction
+from billing.adapters.db import write_transaction
 from billing.errors import Conflict, NotFound
 from billing import callbacks, pacing, transitions, windows, workers
-from billing.models import Campaign, Contact, Queue, Tenant
-from billing.states import ContactStatus, QueueStatus
+from billing.adapters.models import Campaign, Contact, Queue, Tenant
+from billing.domain.states import ContactStatus, QueueStatus
 
 #: The window over which ``current_rate`` (messages per minute) is measured.
 RATE_WINDOW = timedelta(minutes=5)

@@ -17,10 +17,10 @@ from peewee import fn
 
 from billing import callbacks, health, inbound, transitions, workers
 from billing.clock import utcnow
-from billing.db import write_transaction
-from billing.models import Contact, Instance, Queue
+from billing.adapters.db import write_transaction
+from billing.adapters.models import Contact, Instance, Queue
 from billing.queues import complete_if_done
-from billing.states import ContactStatus, QueueStatus
+from billing.domain.states import ContactStatus, QueueStatus
 
 #: A booked contact whose slot passed this long ago without a worker claiming
 #: it has lost its published broker message (a broker that lost its queues).

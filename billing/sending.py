@@ -24,13 +24,13 @@ from peewee import Case, fn
 
 from billing import health, numbers, pacing, transitions, windows, workers
 from billing.clock import utcnow
-from billing.db import database, locked, write_transaction
-from billing.hours import calendar_for_recipient
-from billing.models import Campaign, Contact, Event, Instance, Queue, Tenant
-from billing.providers import GatewayError, gateway_for
-from billing.providers.base import SendResult
+from billing.adapters.db import database, locked, write_transaction
+from billing.domain.hours import calendar_for_recipient
+from billing.adapters.models import Campaign, Contact, Event, Instance, Queue, Tenant
+from billing.adapters.providers import GatewayError, gateway_for
+from billing.adapters.providers.base import SendResult
 from billing.queues import complete_if_done
-from billing.states import ContactStatus, QueueStatus
+from billing.domain.states import ContactStatus, QueueStatus
 from billing.tenants import sending_instances
 
 log = structlog.get_logger(__name__)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import peewee
 
-from billing.db import write_transaction
+from billing.adapters.db import write_transaction
 from billing.errors import Conflict, InvalidRequest
-from billing.models import Template, Tenant, Variation
-from billing.rotation import STRATEGIES
-from billing.states import TemplateType
-from billing.templating import TemplateSyntaxError, compile_template
+from billing.adapters.models import Template, Tenant, Variation
+from billing.domain.rotation import STRATEGIES
+from billing.domain.states import TemplateType
+from billing.domain.templating import TemplateSyntaxError, compile_template
 
 #: A WhatsApp text message holds at most 65,536 characters; templates stay far below.
 MAX_VARIATION_LENGTH = 4_096

@@ -7,12 +7,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import peewee
 
-from billing import signing
-from billing.db import write_transaction
+from billing.domain import signing
+from billing.adapters.db import write_transaction
 from billing.errors import Conflict, InvalidRequest, NotFound
-from billing.hours import InvalidSchedule, parse_holidays, parse_hours
-from billing.models import DEFAULT_TIMEZONE, Instance, Tenant
-from billing.providers import check_provider
+from billing.domain.hours import InvalidSchedule, parse_holidays, parse_hours
+from billing.adapters.models import DEFAULT_TIMEZONE, Instance, Tenant
+from billing.adapters.providers import check_provider
 
 #: Highest pace an instance may be given (messages per minute). Far above what
 #: an unofficial gateway survives; it exists to catch typos, and tests use it.

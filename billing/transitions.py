@@ -24,10 +24,10 @@ from datetime import datetime
 from peewee import Expression
 
 from billing import callbacks, pacing
-from billing.db import database, write_transaction
-from billing.models import Contact, Event, Queue
-from billing.states import ContactStatus as C
-from billing.states import QueueStatus as Q
+from billing.adapters.db import database, write_transaction
+from billing.adapters.models import Contact, Event, Queue
+from billing.domain.states import ContactStatus as C
+from billing.domain.states import QueueStatus as Q
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from billing.hours import Calendar, parse_holidays, parse_hours
-from billing.models import Tenant
-from billing.states import TemplateType
+from billing.domain.hours import Calendar, parse_holidays, parse_hours
+from billing.adapters.models import Tenant
+from billing.domain.states import TemplateType
 
 #: Message types that respect business hours and holidays.
 HOURS_BOUND_TYPES = (TemplateType.OVERDUE, TemplateType.UPCOMING)

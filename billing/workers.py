@@ -23,8 +23,8 @@ from datetime import datetime, timedelta
 import structlog
 
 from billing.clock import utcnow
-from billing.db import database, is_postgres
-from billing.models import Heartbeat
+from billing.adapters.db import database, is_postgres
+from billing.adapters.models import Heartbeat
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +92,7 @@ def release_claim_later(contact_id: int) -> None:
 
 def _release_remembered_claims(process_id: str, *, now: datetime) -> None:
     from billing import transitions  # transitions reaches the caps and callbacks
-    from billing.models import Contact
+    from billing.adapters.models import Contact
 
     with _lock:
         pending = sorted(_claims_to_release)

@@ -11,7 +11,8 @@ import dramatiq
 import structlog
 from werkzeug.serving import make_server
 
-from billing import bootstrap, migrations, recovery
+from billing import bootstrap, recovery
+from billing.adapters import migrations
 from billing.config import Settings
 
 log = structlog.get_logger(__name__)

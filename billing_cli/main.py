@@ -29,7 +29,7 @@ def _setup(settings: Settings | None = None) -> Settings:
       DatabaseMisconfigured: DATABASE_URL cannot be read, or its SQLite
         directory cannot be created.
     """
-    from billing.db import connect
+    from billing.adapters.db import connect
     from billing.logconfig import configure_logging
 
     settings = settings or Settings.from_env()
@@ -129,7 +129,7 @@ def db() -> None:
 @command(db, "upgrade", needs_schema=False)
 def db_upgrade() -> None:
     """Apply pending schema migrations (safe to run again)."""
-    from billing import migrations
+    from billing.adapters import migrations
 
     applied = migrations.upgrade()
     for migration in applied:
@@ -263,7 +263,7 @@ def apikey_revoke(tenant_name: str, prefix: str) -> None:
     """Revoke the key whose prefix (bk_xxxxxxxxxxxx) is PREFIX."""
     from billing import admin, tenants
     from billing.errors import NotFound
-    from billing.models import ApiKey
+    from billing.adapters.models import ApiKey
 
     tenant_row = tenants.get_tenant(tenant_name)
     key = ApiKey.get_or_none((ApiKey.tenant == tenant_row.id) & (ApiKey.prefix == prefix.removeprefix("bk_")))
@@ -415,7 +415,7 @@ def instance_show(tenant_name, name) -> None:
 
     row = tenants.get_instance(tenants.get_tenant(tenant_name), name)
     click.echo(_describe_instance(row))
-    from billing.providers import webhook_url
+    from billing.adapters.providers import webhook_url
 
     click.echo(f"health: {row.health}" + (f" (checked {row.health_checked_at:%Y-%m-%d %H:%M:%S} UTC)" if row.health_checked_at else ""))
     if row.health_reason:

@@ -25,8 +25,8 @@ from dramatiq.errors import BrokerConnectionError
 from peewee import InterfaceError, OperationalError
 
 from billing.config import Settings
-from billing.db import database
-from billing.models import Instance
+from billing.adapters.db import database
+from billing.adapters.models import Instance
 from scheduler.leader import Leadership, Watchdog
 
 log = structlog.get_logger(__name__)

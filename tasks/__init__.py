@@ -8,7 +8,7 @@ setup from ``import tasks``.
 from __future__ import annotations
 
 from billing.config import Settings
-from billing.db import connect
+from billing.adapters.db import connect
 from billing.logconfig import configure_logging
 from tasks.broker import build_broker
 

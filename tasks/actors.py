@@ -16,8 +16,8 @@ from peewee import InterfaceError, OperationalError
 from billing import callbacks, health, inbound, recovery, sending
 from billing.clock import utcnow
 from billing.config import Settings
-from billing.models import Instance
-from billing.providers import GatewayError
+from billing.adapters.models import Instance
+from billing.adapters.providers import GatewayError
 
 log = structlog.get_logger(__name__)
 

@@ -11,7 +11,7 @@ import structlog
 from dramatiq.common import q_name
 
 from billing import workers
-from billing.db import database
+from billing.adapters.db import database
 from billing.logconfig import PROPAGATED_KEYS
 
 log = structlog.get_logger(__name__)

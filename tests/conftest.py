@@ -14,9 +14,9 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from billing import db as billing_db
-from billing import migrations
-from billing.models import ALL_MODELS
+from billing.adapters import db as billing_db
+from billing.adapters import migrations
+from billing.adapters.models import ALL_MODELS
 
 POSTGRES_URL = os.environ.get("BILLING_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBITMQ_URL = os.environ.get("BILLING_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")

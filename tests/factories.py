@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from billing import apikeys, bootstrap, tenants
-from billing.models import Instance, Tenant
+from billing.adapters.models import Instance, Tenant
 
 
 @dataclass

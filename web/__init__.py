@@ -21,7 +21,7 @@ import structlog
 from flask import Flask, g, jsonify, request
 
 from billing.config import Settings
-from billing.db import database
+from billing.adapters.db import database
 from billing.errors import DATABASE_RETRY_AFTER_SECONDS, SchemaNotUpgraded, database_problem, require_current_schema
 from web.api import PREFIXES, bp as api_bp
 from web.errors import error_response, rate_headers, register_error_handlers

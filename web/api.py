@@ -7,7 +7,7 @@ from billing import campaigns, contacts, queues
 from billing.apikeys import check_type_allowed
 from billing.errors import InvalidRequest, NotFound
 from billing.schemas import ControlRequest, SendRequest, parse
-from billing.states import TemplateType
+from billing.domain.states import TemplateType
 from web.auth import api_key_required
 from web.openapi import operation
 from web.responses import (

@@ -19,9 +19,9 @@ import structlog
 from flask import Response, request
 
 from billing.clock import utcnow
-from billing.db import write_transaction
+from billing.adapters.db import write_transaction
 from billing.errors import BillingError, Conflict, InvalidRequest, database_problem
-from billing.models import ApiKey, IdempotencyRecord
+from billing.adapters.models import ApiKey, IdempotencyRecord
 from web.errors import error_response
 
 log = structlog.get_logger(__name__)

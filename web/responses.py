@@ -23,7 +23,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from billing.contacts import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from billing.states import ContactStatus, QueueStatus as QueueStates, TemplateType
+from billing.domain.states import ContactStatus, QueueStatus as QueueStates, TemplateType
 
 QueueStatusName = Literal[QueueStates.ALL]  # type: ignore[valid-type]
 ContactStatusName = Literal[ContactStatus.ALL]  # type: ignore[valid-type]

@@ -23,9 +23,9 @@ from flask import Blueprint, current_app, jsonify, request
 from billing import inbound
 from billing.admin_schemas import MAX_ID
 from billing.errors import Forbidden, NotFound, Unauthorized
-from billing.models import Instance
-from billing.providers import gateway_for
-from billing.providers.waha import requires_hmac, verify_waha_signature, webhook_signature_ok
+from billing.adapters.models import Instance
+from billing.adapters.providers import gateway_for
+from billing.adapters.providers.waha import requires_hmac, verify_waha_signature, webhook_signature_ok
 from web.openapi import operation
 from web.responses import (
     EvolutionEventPath, EvolutionPath, EvolutionWebhook, WahaHeaders, WahaPath, WahaSecretHeaders, WahaSecretPath,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from billing import migrations
+from billing.adapters import migrations
 
 BILLING = str(Path(sys.executable).parent / "billing")
 
@@ -90,7 +90,9 @@ def test_outbox_json_lines(cli, tmp_path):
 
 
 def test_tenant_secret_and_callbacks_listing(cli):
-    from billing import callbacks, db, signing
+    from billing import callbacks
+    from billing.adapters import db
+    from billing.domain import signing
 
     cli("tenant", "create", "acme")
     shown = cli("tenant", "show", "acme").stdout
@@ -199,7 +201,7 @@ def test_a_schema_not_upgraded_is_one_line_for_every_command(tmp_path):
 
 
 def test_a_half_upgraded_schema_is_one_line(cli):
-    from billing import db
+    from billing.adapters import db
 
     db.connect(f"sqlite:///{cli.tmp_path}/cli.sqlite3")
     migrations.SchemaMigration.delete().where(migrations.SchemaMigration.version == migrations.MIGRATIONS[-1].version).execute()
@@ -262,8 +264,9 @@ def test_the_default_database_does_not_depend_on_the_directory(tmp_path):
 
 
 def test_callbacks_retry_with_the_broker_down_leaves_it_to_the_scheduler(cli, tmp_path):
-    from billing import callbacks, db
-    from billing.models import CallbackDelivery
+    from billing import callbacks
+    from billing.adapters import db
+    from billing.adapters.models import CallbackDelivery
     from tests.e2e.stack import free_port
 
     from datetime import datetime

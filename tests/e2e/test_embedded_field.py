@@ -124,8 +124,8 @@ def test_start_up_gives_back_every_booking_and_rewinds_the_pace(sqlite_db):
     given back, so the first dispatch after a restart books a slot now."""
     from billing import campaigns, recovery, sending
     from billing.clock import utcnow
-    from billing.models import Contact, Instance
-    from billing.states import ContactStatus
+    from billing.adapters.models import Contact, Instance
+    from billing.domain.states import ContactStatus
     from billing.recovery import release_in_memory_work
     from tests.factories import contact, make_tenant
 

@@ -18,7 +18,7 @@ def actors(sqlite_db, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", sqlite_db)
     monkeypatch.delenv("BROKER_URL", raising=False)
     module = importlib.import_module("tasks.actors")
-    from billing import db as billing_db
+    from billing.adapters import db as billing_db
 
     billing_db.connect(sqlite_db)  # importing tasks may have bound another database first
     return module

@@ -7,7 +7,7 @@ import pytest
 
 from billing import apikeys, campaigns, sending, tenants
 from billing.config import Settings
-from billing.models import ApiKey, Template
+from billing.adapters.models import ApiKey, Template
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app
 

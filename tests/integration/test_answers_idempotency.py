@@ -10,7 +10,7 @@ import pytest
 
 from billing import clock
 from billing.config import Settings
-from billing.models import Campaign, IdempotencyRecord
+from billing.adapters.models import Campaign, IdempotencyRecord
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app, idempotency
 

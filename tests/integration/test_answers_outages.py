@@ -8,11 +8,12 @@ from __future__ import annotations
 import pytest
 import structlog
 
-from billing import db as billing_db
-from billing import migrations, recovery
+from billing.adapters import db as billing_db
+from billing import recovery
+from billing.adapters import migrations
 from billing.config import Settings
 from billing.errors import DATABASE_RETRY_AFTER_SECONDS
-from billing.models import Campaign, Contact, Queue
+from billing.adapters.models import Campaign, Contact, Queue
 from tests.conftest import postgres_database
 from tests.e2e.stack import free_port
 from tests.factories import contact, make_tenant, phones

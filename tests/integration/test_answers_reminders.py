@@ -14,10 +14,10 @@ import pytest
 from billing import campaigns, clock
 from billing.campaigns import amount_problem
 from billing.config import Settings
-from billing.duedates import type_contradiction
+from billing.domain.duedates import type_contradiction
 from billing.errors import InvalidRequest
-from billing.models import Contact
-from billing.states import ContactStatus
+from billing.adapters.models import Contact
+from billing.domain.states import ContactStatus
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app
 

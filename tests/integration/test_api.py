@@ -9,7 +9,7 @@ import pytest
 
 from billing import apikeys
 from billing.config import Settings
-from billing.models import ApiKey, Campaign
+from billing.adapters.models import ApiKey, Campaign
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app
 

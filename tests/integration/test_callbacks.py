@@ -10,9 +10,10 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from billing import callbacks, campaigns, clock, signing
+from billing import callbacks, campaigns, clock
+from billing.domain import signing
 from billing.errors import InvalidRequest
-from billing.models import CallbackAttempt, CallbackDelivery, DisabledEndpoint
+from billing.adapters.models import CallbackAttempt, CallbackDelivery, DisabledEndpoint
 from tests.factories import contact, make_tenant
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from billing import campaigns
 from billing.errors import DuplicateCampaign, InvalidRequest, PayloadTooLarge
-from billing.models import Campaign, Contact, Queue, Variation
-from billing.states import ContactStatus, QueueStatus
+from billing.adapters.models import Campaign, Contact, Queue, Variation
+from billing.domain.states import ContactStatus, QueueStatus
 from tests.factories import contact, make_tenant, phones
 
 

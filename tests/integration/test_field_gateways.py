@@ -24,10 +24,10 @@ from billing import campaigns, health, inbound, sending, tenants
 from billing.apikeys import issue_admin_token
 from billing.clock import utcnow
 from billing.config import Settings
-from billing.models import Contact, Event, InboundMessage, Instance, OptOut, Queue, SandboxMessage
-from billing.providers import ADAPTERS, gateway_for, webhook_url
-from billing.providers.base import CONNECTED, DOWN, SendResult
-from billing.states import ContactStatus, QueueStatus
+from billing.adapters.models import Contact, Event, InboundMessage, Instance, OptOut, Queue, SandboxMessage
+from billing.adapters.providers import ADAPTERS, gateway_for, webhook_url
+from billing.adapters.providers.base import CONNECTED, DOWN, SendResult
+from billing.domain.states import ContactStatus, QueueStatus
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from tests.fakes import post_json
 from tests.fakes import waha as wa

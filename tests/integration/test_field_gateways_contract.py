@@ -18,11 +18,11 @@ import pytest
 import requests
 
 from billing.clock import utcnow
-from billing.providers.base import (
+from billing.adapters.providers.base import (
     CONNECTED, CONNECTING, DOWN, ConnectionEvent, ConnectionStatus, GatewayError, LookupUnavailable, SendResult,
 )
-from billing.providers.evolution import EvolutionGateway
-from billing.providers.waha import WahaGateway, webhook_signature_ok
+from billing.adapters.providers.evolution import EvolutionGateway
+from billing.adapters.providers.waha import WahaGateway, webhook_signature_ok
 from tests.fakes import WebhookReceiver
 from tests.fakes import waha as wa
 from tests.fakes.evolution import FakeEvolution

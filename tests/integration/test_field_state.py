@@ -16,9 +16,9 @@ from peewee import OperationalError
 
 from billing import campaigns, pacing, queues, recovery, sending, transitions, workers
 from billing.clock import utcnow
-from billing.models import Contact, Event, Heartbeat, Instance, Queue, SandboxMessage
-from billing.providers import GatewayError
-from billing.states import ContactStatus, QueueStatus
+from billing.adapters.models import Contact, Event, Heartbeat, Instance, Queue, SandboxMessage
+from billing.adapters.providers import GatewayError
+from billing.domain.states import ContactStatus, QueueStatus
 from tests.factories import contact, make_tenant, phones
 
 HORIZON = timedelta(seconds=60)
@@ -67,7 +67,7 @@ def test_pause_gives_booked_slots_back_and_failures_do_not_count(db, monkeypatch
     plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500)
     assert Instance.get_by_id(setup.instance.id).day_count == 10
     # one permanent failure: its slot was not used by an accepted message
-    from billing.providers.sandbox import SandboxGateway
+    from billing.adapters.providers.sandbox import SandboxGateway
 
     def refuse(self, **kwargs):
         raise GatewayError("rejected", transient=False)
@@ -218,7 +218,7 @@ def test_pending_retry_counts_retries_not_first_attempts(db, monkeypatch):
     status = queues.queue_status(Queue.get_by_id(created.queue_id))
     assert status["contacts_pending_retry"] == 0
 
-    from billing.providers.sandbox import SandboxGateway
+    from billing.adapters.providers.sandbox import SandboxGateway
 
     def flaky(self, **kwargs):
         raise GatewayError("gateway 503", transient=True)
@@ -350,8 +350,9 @@ def test_an_unanswered_send_is_checked_with_the_gateway_before_a_resend(db, stor
 
 
 def test_recovery_answers_a_question_whose_auto_reply_was_never_enqueued(db, monkeypatch):
-    from billing import inbound, replies, tenants
-    from billing.models import InboundMessage
+    from billing import inbound, tenants
+    from billing.domain import replies
+    from billing.adapters.models import InboundMessage
 
     setup = make_tenant()
     tenants.update_tenant(setup.tenant, auto_reply=True)
@@ -372,7 +373,7 @@ def test_recovery_answers_a_question_whose_auto_reply_was_never_enqueued(db, mon
     second = InboundMessage.create(
         tenant=setup.tenant.id, instance=setup.instance.id, provider_message_id="in-2", phone=phones(1)[0],
         text="manda o pix de novo", intent=replies.QUESTION, contact=a, received_at=now - timedelta(minutes=2))
-    from billing.providers.sandbox import SandboxGateway
+    from billing.adapters.providers.sandbox import SandboxGateway
 
     def refuse(self, **kwargs):
         raise GatewayError("blocked by WhatsApp", transient=False)
@@ -429,7 +430,7 @@ def test_concurrent_failures_of_one_tenant_do_not_deadlock(db, monkeypatch):
     every retry deadlocked again. The barrier makes both reach the lock together."""
     import threading
 
-    from billing import db as billing_db
+    from billing.adapters import db as billing_db
 
     setup = make_tenant()
     created = _campaign(setup, 2)

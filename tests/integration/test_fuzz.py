@@ -41,9 +41,10 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance, response_schema_conformance, status_code_conformance,
 )
 
-from billing import apikeys, db as billing_db, migrations, tenants
+from billing import apikeys, tenants
+from billing.adapters import db as billing_db, migrations
 from billing.config import Settings
-from billing.models import ApiKey, Tenant
+from billing.adapters.models import ApiKey, Tenant
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app, openapi
 

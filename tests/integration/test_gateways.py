@@ -17,14 +17,14 @@ from typing import Any, Callable
 import pytest
 import requests
 
-from billing.providers import ADAPTERS, gateway_for
-from billing.providers.base import (
+from billing.adapters.providers import ADAPTERS, gateway_for
+from billing.adapters.providers.base import (
     ACK_DELIVERED, ACK_FAILED, ACK_READ, ACK_SENT, CONNECTED, CONNECTING, DOWN,
     AckEvent, GatewayError, InboundMessage, NumberCheck,
 )
-from billing.providers.evolution import EvolutionGateway
-from billing.providers.http import flatten_message
-from billing.providers.waha import WahaGateway, verify_waha_signature
+from billing.adapters.providers.evolution import EvolutionGateway
+from billing.adapters.providers.http import flatten_message
+from billing.adapters.providers.waha import WahaGateway, verify_waha_signature
 from tests.fakes import WebhookReceiver
 from tests.fakes import evolution as evo
 from tests.fakes import waha as wa
@@ -116,7 +116,7 @@ def test_adapters_are_registered_and_built_from_an_instance(evolution, waha):
 
 def test_adapters_import_without_flask_or_dramatiq():
     code = (
-        "import sys, billing.providers.evolution, billing.providers.waha\n"
+        "import sys, billing.adapters.providers.evolution, billing.adapters.providers.waha\n"
         "loaded = [m for m in ('flask', 'dramatiq') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )

@@ -6,8 +6,8 @@ import random
 from datetime import datetime, timedelta
 
 from billing import campaigns, clock, pacing, queues, recovery, sending
-from billing.models import Contact, Instance, Queue, SandboxMessage
-from billing.states import ContactStatus, QueueStatus
+from billing.adapters.models import Contact, Instance, Queue, SandboxMessage
+from billing.domain.states import ContactStatus, QueueStatus
 from tests.factories import contact, make_tenant, phones
 
 HORIZON = timedelta(seconds=60)

@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 
 from billing import apikeys, tenants
 from billing.config import Settings
-from billing.models import ApiKey
+from billing.adapters.models import ApiKey
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app, docs, openapi
 

@@ -16,7 +16,7 @@ from billing import apikeys, campaigns, tenants
 from billing.clock import utcnow
 from billing.config import Settings
 from billing.logconfig import configure_logging
-from billing.models import ALL_MODELS, ApiKey, Campaign, RateCounter, Template
+from billing.adapters.models import ALL_MODELS, ApiKey, Campaign, RateCounter, Template
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app
 

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from billing import campaigns, health, queues, recovery, sending
-from billing.models import Contact, Event, Instance, Queue, SandboxMessage
-from billing.providers import ADAPTERS, GatewayError
-from billing.providers.base import NumberCheck
-from billing.states import ContactStatus, QueueStatus
+from billing.adapters.models import Contact, Event, Instance, Queue, SandboxMessage
+from billing.adapters.providers import ADAPTERS, GatewayError
+from billing.adapters.providers.base import NumberCheck
+from billing.domain.states import ContactStatus, QueueStatus
 from tests.factories import contact, make_tenant, phones
 
 HORIZON = timedelta(seconds=60)

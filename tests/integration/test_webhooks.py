@@ -12,10 +12,10 @@ from werkzeug.serving import make_server
 
 from billing import campaigns, inbound, sending, tenants
 from billing.clock import utcnow
-from billing.db import write_transaction
+from billing.adapters.db import write_transaction
 from billing.config import Settings
-from billing.models import CallbackDelivery, Contact, InboundMessage, Instance, OptOut, Queue
-from billing.states import ContactStatus, QueueStatus
+from billing.adapters.models import CallbackDelivery, Contact, InboundMessage, Instance, OptOut, Queue
+from billing.domain.states import ContactStatus, QueueStatus
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from tests.fakes import without_nine
 from tests.fakes.evolution import FakeEvolution

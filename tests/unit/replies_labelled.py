@@ -1,12 +1,12 @@
-"""Labelled WhatsApp replies to billing reminders, for billing.replies.
+"""Labelled WhatsApp replies to billing reminders, for billing.domain.replies.
 
 Each entry is ``(text, intent)``. The texts are written the way Brazilian
 customers answer a "sua fatura venceu" message: typos, no accents, all caps,
 abbreviations (vc, q, pq, tb, blz, td, pgto, pg, ñ, naum, obg), emoji, media
 placeholders, and long messages that mix topics. They were written before the
-rules in billing/replies.py were tuned and are not variations of one sentence.
+rules in billing/domain/replies.py were tuned and are not variations of one sentence.
 
-Labelling policy (the same one billing/replies.py documents):
+Labelling policy (the same one billing/domain/replies.py documents):
 
 * opt_out: an explicit request to stop receiving messages (stop, sair,
   "não quero mais receber", "me tira da lista", denunciar/spam, bloquear),

@@ -1,4 +1,4 @@
-"""Tests for billing.duedates."""
+"""Tests for billing.domain.duedates."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from billing.duedates import InvalidDate, due_variables, parse_date, today_in
+from billing.domain.duedates import InvalidDate, due_variables, parse_date, today_in
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tests for billing.hours."""
+"""Tests for billing.domain.hours."""
 from __future__ import annotations
 
 import unicodedata
@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 import holidays
 import pytest
 
-from billing import hours as hours_module
-from billing.hours import (
+from billing.domain import hours as hours_module
+from billing.domain.hours import (
     END_OF_DAY,
     EXTRA_HOLIDAY_NAME,
     NEXT_OPEN_SEARCH_DAYS,
@@ -22,7 +22,7 @@ from billing.hours import (
     parse_hours,
     phone_timezone,
 )
-from billing.phones import BRAZIL_AREA_CODES
+from billing.domain.phones import BRAZIL_AREA_CODES
 
 SAO_PAULO = "America/Sao_Paulo"
 NEW_YORK = "America/New_York"

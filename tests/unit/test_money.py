@@ -1,11 +1,11 @@
-"""Tests for billing.money."""
+"""Tests for billing.domain.money."""
 from __future__ import annotations
 
 from decimal import Decimal
 
 import pytest
 
-from billing.money import InvalidAmount, format_brl
+from billing.domain.money import InvalidAmount, format_brl
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
-"""Tests for billing.phones."""
+"""Tests for billing.domain.phones."""
 from __future__ import annotations
 
 import pytest
 
-from billing.phones import InvalidPhone, mask_phone, normalize_phone, whatsapp_digits
+from billing.domain.phones import InvalidPhone, mask_phone, normalize_phone, whatsapp_digits
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tests for billing.replies."""
+"""Tests for billing.domain.replies."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from billing.replies import (
+from billing.domain.replies import (
     INTENTS,
     NEGOTIATE,
     OPT_OUT,

@@ -1,4 +1,4 @@
-"""Tests for billing.rotation."""
+"""Tests for billing.domain.rotation."""
 from __future__ import annotations
 
 import random
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from billing.rotation import STRATEGIES, VariationPicker
+from billing.domain.rotation import STRATEGIES, VariationPicker
 
 
 @dataclass

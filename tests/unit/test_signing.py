@@ -1,4 +1,4 @@
-"""Tests for billing.signing."""
+"""Tests for billing.domain.signing."""
 from __future__ import annotations
 
 import base64
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import billing.signing
-from billing.signing import (
+import billing.domain.signing
+from billing.domain.signing import (
     DEFAULT_TOLERANCE_SECONDS,
     SECRET_PREFIX,
     InvalidSignature,
@@ -237,7 +237,7 @@ def test_invalid_signature_message_says_why():
 def test_module_runs_standalone(tmp_path):
     # An ERP copies this one file; it must work with nothing but Python.
     copy = tmp_path / "standard_webhooks_verify.py"
-    copy.write_text(Path(billing.signing.__file__).read_text())
+    copy.write_text(Path(billing.domain.signing.__file__).read_text())
     script = tmp_path / "receiver.py"
     script.write_text(
         "import standard_webhooks_verify as s\n"

@@ -1,4 +1,4 @@
-"""Tests for billing.templating."""
+"""Tests for billing.domain.templating."""
 from __future__ import annotations
 
 import itertools
@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.templating import (
+from billing.domain.templating import (
     MissingVariable,
     Template,
     TemplateSyntaxError,

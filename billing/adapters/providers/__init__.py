@@ -4,11 +4,11 @@ from __future__ import annotations
 from typing import Callable
 
 from billing.errors import InvalidRequest
-from billing.models import Instance
-from billing.providers.base import ConnectionStatus, Gateway, GatewayError, LookupUnavailable, SendResult
-from billing.providers.evolution import EvolutionGateway
-from billing.providers.sandbox import SandboxGateway
-from billing.providers.waha import WahaGateway
+from billing.adapters.models import Instance
+from billing.adapters.providers.base import ConnectionStatus, Gateway, GatewayError, LookupUnavailable, SendResult
+from billing.adapters.providers.evolution import EvolutionGateway
+from billing.adapters.providers.sandbox import SandboxGateway
+from billing.adapters.providers.waha import WahaGateway
 
 #: provider name -> adapter factory. Real gateways register here too.
 ADAPTERS: dict[str, Callable[[Instance], Gateway]] = {

@@ -11,7 +11,7 @@ import re
 from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from billing.states import TemplateType
+from billing.domain.states import TemplateType
 
 #: ``status_vencimento`` of a bill whose due date has passed.
 STATUS_OVERDUE = "vencido"

@@ -15,8 +15,8 @@ from typing import Callable
 import peewee
 
 from billing.clock import utcnow
-from billing.db import database, is_postgres, write_transaction
-from billing import models
+from billing.adapters.db import database, is_postgres, write_transaction
+from billing.adapters import models
 
 #: Any constant works; it only has to be the same in every process so that two
 #: processes upgrading at once on PostgreSQL take turns.

@@ -25,12 +25,12 @@ from datetime import datetime
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
-from billing.providers.base import (
+from billing.adapters.providers.base import (
     ACK_DELIVERED, ACK_FAILED, ACK_READ, ACK_SENT, CONNECTED, CONNECTING, DOWN,
     AckEvent, ConnectionEvent, ConnectionStatus, GatewayError, InboundMessage, LookupUnavailable, NumberCheck,
     SendResult, WebhookEvent,
 )
-from billing.providers.http import (
+from billing.adapters.providers.http import (
     CLOCK_SKEW_SECONDS, DEFAULT_TIMEOUT_SECONDS, HTTP_BAD_REQUEST, HTTP_NOT_FOUND, HTTP_UNAUTHORIZED, MS_PER_SECOND,
     GatewayClient, Reply, dig, digits_of, epoch_seconds, flatten_message, is_personal_chat, jid_parts,
     naive_utc_epoch, number_option, options_of, phone_from_jid, shorten, status_error, text_of,

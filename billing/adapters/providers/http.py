@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from billing.providers.base import GatewayError
+from billing.adapters.providers.base import GatewayError
 
 #: Seconds a call may wait for an answer when the instance sets no ``timeout_seconds``.
 DEFAULT_TIMEOUT_SECONDS = 15.0

@@ -11,8 +11,8 @@ import uuid
 import peewee
 
 from billing.clock import utcnow
-from billing.db import database
-from billing.states import ContactStatus, QueueStatus
+from billing.adapters.db import database
+from billing.domain.states import ContactStatus, QueueStatus
 
 #: Default pace for a new WhatsApp instance (messages per minute).
 DEFAULT_MESSAGES_PER_MINUTE = 20

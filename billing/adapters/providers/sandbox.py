@@ -6,9 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Mapping
 
-from billing.models import Instance, SandboxMessage
-from billing.providers.base import CONNECTED, ConnectionStatus, NumberCheck, SendResult
-from billing.providers.http import digits_of, jid_parts
+from billing.adapters.models import Instance, SandboxMessage
+from billing.adapters.providers.base import CONNECTED, ConnectionStatus, NumberCheck, SendResult
+from billing.adapters.providers.http import digits_of, jid_parts
 
 #: Provider message ids look like WhatsApp's, so the rest of the flow (acks,
 #: replies) is exercised the same way.

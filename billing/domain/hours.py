@@ -36,7 +36,7 @@ import phonenumbers
 from phonenumbers import NumberParseException
 from phonenumbers import timezone as phone_timezones
 
-from billing.phones import BRAZIL_COUNTRY_CODE, DDD_LENGTH
+from billing.domain.phones import BRAZIL_COUNTRY_CODE, DDD_LENGTH
 
 #: The text meaning "open every hour of every day" (holidays still close).
 ALWAYS = "always"
@@ -91,7 +91,7 @@ ZONE_VARIANT_CACHE_SIZE = 64
 #: IANA zone of each Brazilian area code (DDD), grouped by zone.
 #:
 #: Source: Anatel's DDD plan (which state each DDD serves, the same list as
-#: :data:`billing.phones.BRAZIL_AREA_CODES`) joined with tzdata's
+#: :data:`billing.domain.phones.BRAZIL_AREA_CODES`) joined with tzdata's
 #: ``zone1970.tab``, which names the zone of each state. ``phonenumbers``'
 #: own time-zone data is not used for Brazil because it is wrong for several
 #: DDDs (it puts 81 Recife in America/Noronha, UTC-2, and 93/94 Pará in
