@@ -13,6 +13,8 @@ import sys
 
 import structlog
 
+from billing.adapters.providers import mask_webhook_secrets
+
 #: Keys copied from a web request into the broker messages it causes.
 PROPAGATED_KEYS = ("request_id", "tenant", "queue_id")
 
@@ -30,6 +32,8 @@ PIX_KEPT = 8
 
 
 def _mask_text(text: str) -> str:
+    # Webhook URLs carry the instance's secret (each provider declares its pattern).
+    text = mask_webhook_secrets(text)
     text = _SECRET_PATTERN.sub(lambda m: f"{m.group(1)}_{m.group(2)}***" if m.group(1) else f"{m.group(3)}***", text)
     return _PHONE_PATTERN.sub(r"+\1 \2 *****-\3", text)
 
@@ -71,7 +75,9 @@ def configure_logging(*, log_format: str = "", level: str = "INFO") -> None:
     structlog.configure(
         processors=[*shared, *with_pid, structlog.processors.format_exc_info, mask_sensitive, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (print() writes the text and the newline apart):
+        # lines of processes sharing a stream then never run into each other.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
