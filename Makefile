@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit bench install clean
+.PHONY: run test lint test-unit bench install clean
 
 $(STAMP): setup.cfg setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,11 +19,20 @@ run: $(STAMP)
 	$(BIN)/billing db upgrade
 	$(BIN)/billing run
 
-## The whole suite. PostgreSQL/RabbitMQ tests run when the services answer and
-## are skipped with the reason otherwise; BILLING_REQUIRE_SERVICES=1 (CI) turns
-## a missing service into a failure.
-test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+## The whole suite, in parallel (pytest-xdist), with in-process coverage and
+## the linter. PostgreSQL/RabbitMQ tests run when the services answer and are
+## skipped with the reason otherwise; BILLING_REQUIRE_SERVICES=1 (CI) turns a
+## missing service into a failure. The fault suite shares one worker (its
+## private servers are set up once); COVERAGE_FLOOR fails a run that covers less.
+TEST_WORKERS ?= 3
+COVERAGE_FLOOR ?= 90
+COVERAGE := --cov=billing --cov=web --cov=tasks --cov=scheduler --cov=billing_cli --cov-report=term:skip-covered
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(COVERAGE) --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)
+
+## ruff, with the rule set in ruff.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

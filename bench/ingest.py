@@ -46,24 +46,24 @@ import random
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Callable
 
 import psycopg2
 from psycopg2 import sql
 
-from billing.adapters import db as billing_db
 from bench.postgres import redact, scratch_database, server_version
+from billing.adapters import db as billing_db
 from billing.adapters import migrations
+from billing.adapters.models import Contact
 from billing.campaigns import INSERT_FIELDS, create_campaign, template_variables
 from billing.config import Settings
 from billing.domain.duedates import today_in
-from billing.adapters.models import Contact
 from billing.domain.phones import normalize_phone
+from billing.domain.templating import compile_template
 from billing.schemas import SendRequest, parse
 from billing.templates import active_template, active_variations
-from billing.domain.templating import compile_template
 from tests.factories import RecordedJobs, make_tenant
 from web import create_app
 from web.auth import API_KEY_HEADER

@@ -62,17 +62,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import psycopg2
 
 from bench.postgres import redact, scratch_database, server_version
-from billing.config import DEFAULT_RECOVERY_INTERVAL_SECONDS
 from billing.adapters.models import Contact, Instance, Tenant
+from billing.config import DEFAULT_RECOVERY_INTERVAL_SECONDS
 from billing.sending import MAX_FLOOR_SLEEP
 from tests.e2e.stack import (
     Stack,
@@ -241,7 +242,7 @@ def parse_iso(value: str) -> float:
 
 def naive_utc_epoch(value: datetime) -> float:
     """A stored naive-UTC datetime as epoch seconds."""
-    return value.replace(tzinfo=timezone.utc).timestamp()
+    return value.replace(tzinfo=UTC).timestamp()
 
 
 def poll(check: Callable[[], T], *, timeout: float, interval: float, what: str) -> T:

@@ -2,25 +2,42 @@
 scoped to that tenant (another tenant's id is simply not found)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from peewee import fn
 
-from billing import apikeys, campaigns as campaign_rules, limits, tenants, templates
+from billing import apikeys, limits, templates, tenants
+from billing import campaigns as campaign_rules
+from billing.adapters.db import write_transaction
+from billing.adapters.models import (
+    ApiKey,
+    Campaign,
+    Contact,
+    InboundMessage,
+    Instance,
+    OptOut,
+    Queue,
+    Template,
+    Tenant,
+    Variation,
+)
 from billing.admin_schemas import (
     MAX_ID,
-    ApiKeyCreate, CampaignsQuery, InstanceCreate, InstancePatch, PreviewRequest, SettingsPatch, StatsQuery,
-    TemplateCreate, TemplatePatch,
+    ApiKeyCreate,
+    CampaignsQuery,
+    InstanceCreate,
+    InstancePatch,
+    PreviewRequest,
+    SettingsPatch,
+    StatsQuery,
+    TemplateCreate,
+    TemplatePatch,
 )
 from billing.clock import as_utc_iso, utcnow
-from billing.adapters.db import write_transaction
 from billing.domain.duedates import today_in
-from billing.errors import InvalidRequest, NotFound
-from billing.adapters.models import (
-    ApiKey, Campaign, Contact, InboundMessage, Instance, OptOut, Queue, Template, Tenant, Variation,
-)
 from billing.domain.states import ContactStatus
 from billing.domain.templating import MissingVariable, TemplateSyntaxError, compile_template
+from billing.errors import InvalidRequest, NotFound
 
 #: The usage shown with a key covers this many hours.
 USAGE_WINDOW = timedelta(hours=24)
@@ -67,7 +84,7 @@ def create_key(tenant: Tenant, body: ApiKeyCreate) -> dict:
     expires = body.expires_at
     if expires is not None and expires.tzinfo is not None:
         try:
-            expires = expires.astimezone(timezone.utc).replace(tzinfo=None)  # stored as naive UTC
+            expires = expires.astimezone(UTC).replace(tzinfo=None)  # stored as naive UTC
         except OverflowError:
             raise InvalidRequest("expires_at is out of the calendar's range") from None
     issued = apikeys.issue_key(
@@ -151,7 +168,7 @@ def preview(tenant: Tenant, body: PreviewRequest) -> dict:
     ]
     today = today_in(tenant.timezone)
     try:
-        values = campaign_rules.template_variables({k: v for k, v in body.variables.items()}, today=today)
+        values = campaign_rules.template_variables(dict(body.variables.items()), today=today)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     rendered = []
@@ -163,15 +180,15 @@ def preview(tenant: Tenant, body: PreviewRequest) -> dict:
         except MissingVariable as exc:
             item = {"variation_id": variation_id, "text": None, "error": f"missing variable '{exc.name}'"}
         rendered.append(item)
-    return {"variables": {k: v for k, v in values.items()}, "rendered": rendered}
+    return {"variables": dict(values.items()), "rendered": rendered}
 
 
 # --- instances ------------------------------------------------------------------
 
 def instance_view(instance: Instance) -> dict:
+    from billing.adapters.providers import webhook_url
     from billing.config import Settings
     from billing.pacing import Pace, sent_today
-    from billing.adapters.providers import webhook_url
 
     pace = Pace.of(instance)
     return {
@@ -208,7 +225,9 @@ def get_instance(tenant: Tenant, instance_id: int) -> dict:
 
 
 def create_instance(tenant: Tenant, body: InstanceCreate) -> dict:
-    pace = body.model_dump(include={"min_interval", "max_interval", "rest_every", "rest_seconds", "daily_cap", "warmup_days"}, exclude_none=True)
+    pace = body.model_dump(
+        include={"min_interval", "max_interval", "rest_every", "rest_seconds", "daily_cap", "warmup_days"}, exclude_none=True
+    )
     row = tenants.create_instance(
         tenant, name=body.name, provider=body.provider, url=body.url, token=body.token,
         messages_per_minute=body.messages_per_minute, options=body.options, **pace,

@@ -7,9 +7,9 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from billing.schemas import Scalar
+from billing.adapters.providers import ProviderName, ProviderOptions
+from billing.schemas import MessageTypeName, Scalar
 
-TemplateTypeName = Literal["overdue", "upcoming", "notification"]
 Strategy = Literal["random", "sequential", "weighted"]
 Seconds = Union[StrictInt, StrictFloat]
 
@@ -26,7 +26,9 @@ class _Strict(BaseModel):
 
 class ApiKeyCreate(_Strict):
     name: StrictStr = Field("", max_length=120, description="A label for people.")
-    types: Optional[list[TemplateTypeName]] = Field(None, description="Types the key may send (default: all).")
+    types: Optional[list[MessageTypeName]] = Field(
+        None, description="Types the key may send (default: every type, those declared later included)."
+    )
     allowed_ips: list[StrictStr] = Field(default_factory=list, description="Addresses or CIDRs (default: any).")
     expires_at: Optional[datetime] = Field(None, description="When the key stops working (UTC).")
     hourly_limit: StrictInt = Field(0, ge=0, le=MAX_COUNT, description="Requests per hour (0: the tenant's default).")
@@ -38,7 +40,7 @@ class VariationIn(_Strict):
 
 
 class TemplateCreate(_Strict):
-    type: TemplateTypeName
+    type: MessageTypeName
     name: StrictStr = Field(min_length=1, max_length=120)
     strategy: Strategy = "random"
     variations: list[Union[StrictStr, VariationIn]] = Field(min_length=1, max_length=50)
@@ -56,7 +58,7 @@ class TemplatePatch(_Strict):
 class PreviewRequest(_Strict):
     text: Optional[StrictStr] = Field(None, max_length=4_096, description="A template text to try.")
     template_id: Optional[StrictInt] = Field(None, ge=1, le=MAX_ID, description="Or a stored template: every variation is rendered.")
-    type: TemplateTypeName = Field("overdue", description="Decides the computed due-date variables' wording.")
+    type: MessageTypeName = Field("overdue", description="Decides the computed due-date variables' wording.")
     variables: dict[str, Scalar] = Field(default_factory=dict, description="Sample contact fields.")
 
 
@@ -72,16 +74,20 @@ class _Pace(_Strict):
 
 class InstanceCreate(_Pace):
     name: StrictStr = Field(min_length=1, max_length=120)
-    provider: Literal["sandbox", "evolution", "waha"]
+    provider: ProviderName = Field(description="The gateway provider (the registered ones).")
     url: StrictStr = Field("", max_length=500)
     token: StrictStr = Field("", max_length=500)
-    options: dict[str, Scalar] = Field(default_factory=dict, description="Adapter options (typing_ms, timeout_seconds...).")
+    # Declared after provider: its schema is the provider's (unknown keys and out-of-bounds values are refused).
+    options: ProviderOptions = Field(default_factory=dict, description="The provider's adapter options.")
 
 
 class InstancePatch(_Pace):
     url: Optional[StrictStr] = Field(None, max_length=500)
     token: Optional[StrictStr] = Field(None, max_length=500)
     is_active: Optional[StrictBool] = None
+    options: Optional[ProviderOptions] = Field(
+        None, description="Replaces every adapter option; validated against the instance's provider."
+    )
 
 
 class SettingsPatch(_Strict):
@@ -104,7 +110,7 @@ class TenantCreate(_Strict):
 
 
 class CampaignsQuery(_Strict):
-    type: Optional[TemplateTypeName] = None
+    type: Optional[MessageTypeName] = None
     status: Optional[Literal["pending", "processing", "paused", "instance_down", "completed", "cancelled"]] = None
     external_id: Optional[StrictStr] = Field(None, max_length=255)
     created_from: Optional[date] = None

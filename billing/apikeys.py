@@ -13,10 +13,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from billing.clock import utcnow
-from billing.errors import Forbidden, InvalidRequest, Unauthorized
 from billing.adapters.models import AdminToken, ApiKey, Tenant
-from billing.domain.states import TemplateType
+from billing.clock import utcnow
+from billing.domain import message_types
+from billing.errors import Forbidden, InvalidRequest, Unauthorized
 
 #: Every key starts with this, so a leaked one is easy to recognise in scans.
 KEY_MARK = "bk"
@@ -45,18 +45,29 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def parse_types(raw: str | list | tuple | None) -> str:
-    """Validate a list of template types; return them comma-joined."""
+def parse_types(raw: str | list | tuple | None) -> list[str] | None:
+    """Validate the message types a key may send.
+
+    Parameters:
+      raw: comma-separated names or a list of them; None or empty for every
+        type.
+
+    Returns:
+      The names, each once, in the order given; None for every declared type,
+      including types declared later (what the key stores as NULL).
+
+    Raises:
+      InvalidRequest: a name is not a declared type, or the list holds none.
+    """
     if raw is None or raw == "":
-        return ",".join(TemplateType.ALL)
+        return None
     items = raw.split(",") if isinstance(raw, str) else list(raw)
     types = [str(t).strip() for t in items if str(t).strip()]
-    unknown = [t for t in types if t not in TemplateType.ALL]
+    declared = message_types.names()
+    unknown = [t for t in types if t not in declared]
     if unknown or not types:
-        raise InvalidRequest(
-            f"unknown template type(s) {', '.join(unknown) or '(none)'}; use {', '.join(TemplateType.ALL)}"
-        )
-    return ",".join(dict.fromkeys(types))
+        raise InvalidRequest(f"unknown template type(s) {', '.join(unknown) or '(none)'}; use {', '.join(declared)}")
+    return list(dict.fromkeys(types))
 
 
 def parse_networks(raw) -> list[str]:
@@ -82,7 +93,8 @@ def issue_key(
     Parameters:
       tenant: the owner.
       name: a label for people (e.g. "ERP principal").
-      types: template types the key may send (default: all).
+      types: message types the key may send (default: every type, those
+        declared later included).
       allowed_ips: addresses or CIDRs the key may be used from (default: any).
       expires_at: when the key stops working (naive UTC; default: never).
       hourly_limit: requests per hour (0: the tenant's default).
@@ -92,7 +104,7 @@ def issue_key(
     prefix = secrets.token_hex(PREFIX_BYTES)
     secret = f"{KEY_MARK}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
     row = ApiKey.create(
-        tenant=tenant, name=name, prefix=prefix, key_hash=_hash(secret), template_types=parse_types(types),
+        tenant=tenant, name=name, prefix=prefix, key_hash=_hash(secret), message_types=parse_types(types),
         allowed_ips=parse_networks(allowed_ips), expires_at=expires_at, hourly_limit=hourly_limit,
     )
     return IssuedKey(api_key=row, secret=secret)

@@ -5,10 +5,10 @@ import json
 from dataclasses import dataclass
 
 from billing import apikeys, tenants
-from billing.clock import utcnow
 from billing.adapters.db import write_transaction
-from billing.domain.default_templates import DEFAULT_TEMPLATES
 from billing.adapters.models import ApiKey, Tenant
+from billing.clock import utcnow
+from billing.domain import message_types
 from billing.templates import create_template
 
 DEMO_TENANT = "demo"
@@ -26,9 +26,12 @@ class Demo:
 
 
 def install_default_templates(tenant: Tenant) -> None:
-    """Give ``tenant`` the five Portuguese variations of every type."""
-    for template_type, variations in DEFAULT_TEMPLATES.items():
-        create_template(tenant, type=template_type, name="Padrão", variations=variations, strategy="sequential")
+    """Give ``tenant`` a ``Padrão`` template of every declared message type,
+    with that type's default Portuguese variations."""
+    for declared in message_types.MESSAGE_TYPES.values():
+        create_template(
+            tenant, type=declared.name, name="Padrão", variations=list(declared.default_variations), strategy="sequential"
+        )
 
 
 def ensure_demo() -> Demo:
@@ -70,7 +73,7 @@ def demo_curl(*, base_url: str, api_key: str, external_id: str) -> str:
         ],
     }
     return (
-        f"curl -s -X POST {base_url}/api/v1/billing/send/overdue \\\n"
+        f"curl -s -X POST {base_url}/api/v1/billing/send/{message_types.OVERDUE.name} \\\n"
         f"  -H 'X-Billing-API-Key: {api_key}' \\\n"
         "  -H 'Content-Type: application/json' \\\n"
         f"  -d '{json.dumps(body, ensure_ascii=False)}'"

@@ -1,9 +1,9 @@
 """Reading the callback deliveries and their attempts (CLI, admin API)."""
 from __future__ import annotations
 
+from billing.adapters.models import CallbackAttempt, CallbackDelivery, Tenant
 from billing.clock import as_utc_iso
 from billing.errors import NotFound
-from billing.adapters.models import CallbackAttempt, CallbackDelivery, Tenant
 from billing.tenants import get_tenant
 
 

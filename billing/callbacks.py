@@ -16,17 +16,17 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlparse
 
 import requests
 
-from billing.domain import signing
-from billing.clock import as_utc_iso, utcnow
 from billing.adapters.db import write_transaction
-from billing.errors import InvalidRequest
 from billing.adapters.models import CallbackAttempt, CallbackDelivery, Campaign, Contact, DisabledEndpoint, Queue, Tenant
+from billing.clock import as_utc_iso, utcnow
+from billing.domain import signing
+from billing.errors import InvalidRequest
 
 CONTACT_EVENTS = ("sent", "delivered", "read", "failed", "replied", "opted_out")
 QUEUE_COMPLETED = "queue.completed"
@@ -195,7 +195,7 @@ def _retry_after(response: requests.Response | None, *, now: datetime) -> timede
     if raw.isdigit():
         return min(timedelta(seconds=int(raw)), MAX_RETRY_AFTER)
     try:
-        when = parsedate_to_datetime(raw).astimezone(timezone.utc).replace(tzinfo=None)
+        when = parsedate_to_datetime(raw).astimezone(UTC).replace(tzinfo=None)
     except (TypeError, ValueError):
         return None
     return min(max(when - now, timedelta(0)), MAX_RETRY_AFTER)
@@ -203,7 +203,7 @@ def _retry_after(response: requests.Response | None, *, now: datetime) -> timede
 
 def _finish(delivery: CallbackDelivery, *, status: str, now: datetime, code: int | None, error: str,
             next_attempt_at: datetime | None = None) -> None:
-    fields = dict(status=status, last_status_code=code, last_error=error[:2000])
+    fields = {"status": status, "last_status_code": code, "last_error": error[:2000]}
     if status == DELIVERED:
         fields["delivered_at"] = now
     if next_attempt_at is not None:

@@ -16,19 +16,20 @@ from decimal import Decimal, InvalidOperation
 import peewee
 
 from billing import callbacks, limits, pacing, windows
-from billing.clock import utcnow
 from billing.adapters.db import database, is_postgres, write_transaction
-from billing.domain.duedates import InvalidDate, due_variables, parse_date, today_in, type_contradiction
-from billing.errors import DuplicateCampaign, InvalidRequest, PayloadTooLarge
-from billing.inbound import OPTED_OUT_REASON, opted_out_phones
 from billing.adapters.models import Campaign, Contact, Queue, Tenant, Variation
+from billing.clock import utcnow
+from billing.domain import message_types
+from billing.domain.duedates import InvalidDate, due_variables, parse_date, today_in, type_contradiction
 from billing.domain.money import InvalidAmount, format_brl
 from billing.domain.phones import InvalidPhone, normalize_phone
 from billing.domain.rotation import VariationPicker
+from billing.domain.states import ContactStatus
+from billing.domain.templating import MissingVariable, compile_template, sanitize_value
+from billing.errors import DuplicateCampaign, InvalidRequest, PayloadTooLarge
+from billing.inbound import OPTED_OUT_REASON, opted_out_phones
 from billing.schemas import SendRequest, parse
-from billing.domain.states import ContactStatus, QueueStatus, TemplateType
 from billing.templates import active_template, active_variations, check_type
-from billing.domain.templating import MissingVariable, compile_template
 
 #: How many rejected contacts the send response lists in full; the rest are
 #: counted there and listed by ``GET campaign/<id>/contacts?status=rejected``.
@@ -144,7 +145,7 @@ def create_campaign(
 
     Parameters:
       tenant: the sender.
-      template_type: ``overdue``, ``upcoming`` or ``notification``.
+      template_type: a declared message type (billing/domain/message_types.py).
       request: the send body (seed format), as a dict or a parsed SendRequest.
       max_contacts: reject larger batches (None: no limit).
       now: creation time (tests).
@@ -275,10 +276,12 @@ def _render_contacts(body: SendRequest, *, template_type: str, renderer: _Render
     dropped) and the rejections.
 
     Besides an unusable phone, date or template variable, a contact is
-    rejected when it contradicts its message type (an ``overdue`` reminder for
-    a bill not yet past due, an ``upcoming`` one for a bill already past due,
-    ``today`` being the tenant's date) or when an amount is negative or not a
-    finite number."""
+    rejected when it lacks a variable its message type requires, whatever the
+    template prints, when it contradicts its type's due-date rule (an
+    ``overdue`` reminder for a bill not yet past due, an ``upcoming`` one for
+    a bill already past due, ``today`` being the tenant's date) or when an
+    amount is negative or not a finite number."""
+    declared = message_types.get(template_type)
     rows: list[tuple] = []
     rejected: list[Rejection] = []
     first_index_of_phone: dict[str, int] = {}
@@ -295,6 +298,9 @@ def _render_contacts(body: SendRequest, *, template_type: str, renderer: _Render
                 if problem:
                     raise _Reject(problem)
             values = template_variables(data, today=today)
+            for required in declared.required_variables:
+                if values.get(required) is None or not sanitize_value(values[required]):
+                    raise MissingVariable(required)
             if values.get("data_vencimento_iso"):
                 problem = type_contradiction(template_type=template_type, due=values["data_vencimento_iso"], today=today)
                 if problem:
@@ -342,7 +348,8 @@ def _bulk_insert(rows: list[tuple], *, queue_id: str, campaign_id: str, tenant_i
     def full_row(row: tuple) -> tuple:
         position, name, phone, variables, message, variation_id, status, reason, finished_at = row
         return (
-            queue_id, campaign_id, tenant_id, position, name[:255], phone[:64], "", variables, message, variation_id, status, 0, reason, "", finished_at, now, now,
+            queue_id, campaign_id, tenant_id, position, name[:255], phone[:64], "", variables, message, variation_id, status, 0,
+            reason, "", finished_at, now, now,
             "", False,
         )
 

@@ -7,14 +7,14 @@ the same way; time zones are applied only where a person sees or decides
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, timezone
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 ClockSource = Callable[[], datetime]
 
 
 def _system_utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 _source: ClockSource = _system_utcnow

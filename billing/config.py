@@ -2,12 +2,14 @@
 
 Every process (web, worker, scheduler, the embedded all-in-one) reads the same
 variables, so a deployment is configured once. README documents each one.
+This is the only module that reads the environment: the entrypoints call
+:meth:`Settings.from_env` and hand the result (or values of it) to the rest.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 #: The directory of the default SQLite file, when set (an absolute path is
 #: best; a relative one is taken from the directory the process starts in).
@@ -69,15 +71,39 @@ DEFAULT_SEND_RETRY_MAX_BACKOFF_MS = 5 * 60_000
 DEFAULT_CLAIM_TIMEOUT_SECONDS = 300
 
 
-def env_int(name: str, default: int) -> int:
-    """A whole number from the environment (``default`` when unset or blank)."""
-    raw = os.environ.get(name, "").strip()
+#: Worker processes ``billing worker`` runs when neither --processes nor
+#: WORKER_PROCESSES says.
+DEFAULT_WORKER_PROCESSES = 2
+
+#: How often (ms) a worker releases due delayed messages when
+#: DRAMATIQ_WORKER_TIMEOUT is unset: Dramatiq's own 1000 makes sends late by up
+#: to a second and bunches them.
+DEFAULT_WORKER_TIMEOUT_MS = 100
+
+
+def env_int(name: str, default: int, *, environ: Mapping[str, str] | None = None) -> int:
+    """A whole number from the environment (``default`` when unset or blank).
+
+    Parameters:
+      name: the variable.
+      default: the value when it is unset or blank.
+      environ: the environment to read (default: the process's).
+
+    Raises:
+      ValueError: the variable is set to something else than a whole number.
+    """
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
     if not raw:
         return default
     try:
         return int(raw)
     except ValueError:
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _optional_int(name: str, environ: Mapping[str, str]) -> int | None:
+    """A whole number from the environment, None when unset or blank."""
+    return env_int(name, 0, environ=environ) if environ.get(name, "").strip() else None
 
 
 @dataclass(frozen=True)
@@ -95,7 +121,10 @@ class Settings:
       host, port: where the HTTP server listens.
       log_format: ``json`` or ``console``; empty picks console on a terminal.
       log_level: a logging level name.
-      worker_threads: threads of the in-process worker (embedded mode).
+      worker_threads: threads of a worker; None: the mode's own default
+        (4 in the embedded mode, 8 per ``billing worker`` process).
+      worker_processes: worker processes ``billing worker`` keeps running.
+      worker_timeout_ms: how often (ms) a worker releases due delayed messages.
       max_contacts_per_request: contacts one send request may carry.
       dispatch_horizon_seconds: how far ahead dispatch books slots.
       dispatch_batch_size: contacts one dispatch pass books at most.
@@ -115,7 +144,9 @@ class Settings:
     port: int = 8000
     log_format: str = ""
     log_level: str = "INFO"
-    worker_threads: int = 4
+    worker_threads: int | None = None
+    worker_processes: int = DEFAULT_WORKER_PROCESSES
+    worker_timeout_ms: int = DEFAULT_WORKER_TIMEOUT_MS
     max_contacts_per_request: int = DEFAULT_MAX_CONTACTS_PER_REQUEST
     dispatch_horizon_seconds: int = DEFAULT_DISPATCH_HORIZON_SECONDS
     dispatch_batch_size: int = DEFAULT_DISPATCH_BATCH_SIZE
@@ -130,29 +161,44 @@ class Settings:
         return not self.broker_url
 
     @classmethod
-    def from_env(cls) -> "Settings":
-        """Read the settings from the process environment."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from the environment.
+
+        Parameters:
+          environ: the environment to read (default: the process's).
+
+        Raises:
+          ValueError: a number variable holds something else than a whole number.
+        """
+        env = os.environ if environ is None else environ
+
+        def text(name: str) -> str:
+            return env.get(name, "").strip()
+
+        def number(name: str, default: int) -> int:
+            return env_int(name, default, environ=env)
+
         return cls(
-            database_url=os.environ.get("DATABASE_URL", "").strip() or default_database_url(),
-            broker_url=os.environ.get("BROKER_URL", "").strip(),
-            public_url=os.environ.get("PUBLIC_URL", "").strip().rstrip("/"),
-            admin_token=os.environ.get("BILLING_ADMIN_TOKEN", "").strip(),
-            trusted_proxies=tuple(p.strip() for p in os.environ.get("TRUSTED_PROXIES", "").split(",") if p.strip()),
-            host=os.environ.get("HOST", "").strip() or "127.0.0.1",
-            port=env_int("PORT", 8000),
-            log_format=os.environ.get("LOG_FORMAT", "").strip().lower(),
-            log_level=os.environ.get("LOG_LEVEL", "").strip().upper() or "INFO",
-            worker_threads=env_int("WORKER_THREADS", 4),
-            max_contacts_per_request=env_int(
-                "MAX_CONTACTS_PER_REQUEST", DEFAULT_MAX_CONTACTS_PER_REQUEST
-            ),
-            dispatch_horizon_seconds=env_int(
-                "DISPATCH_HORIZON_SECONDS", DEFAULT_DISPATCH_HORIZON_SECONDS
-            ),
-            dispatch_batch_size=env_int("DISPATCH_BATCH_SIZE", DEFAULT_DISPATCH_BATCH_SIZE),
-            recovery_interval_seconds=env_int("RECOVERY_INTERVAL_SECONDS", DEFAULT_RECOVERY_INTERVAL_SECONDS),
-            health_interval_seconds=env_int("HEALTH_INTERVAL_SECONDS", DEFAULT_HEALTH_INTERVAL_SECONDS),
-            claim_timeout_seconds=env_int("CLAIM_TIMEOUT_SECONDS", DEFAULT_CLAIM_TIMEOUT_SECONDS),
-            send_retry_min_backoff_ms=env_int("SEND_RETRY_MIN_BACKOFF_MS", DEFAULT_SEND_RETRY_MIN_BACKOFF_MS),
-            send_retry_max_backoff_ms=env_int("SEND_RETRY_MAX_BACKOFF_MS", DEFAULT_SEND_RETRY_MAX_BACKOFF_MS),
+            database_url=text("DATABASE_URL") or default_database_url(env),
+            broker_url=text("BROKER_URL"),
+            public_url=text("PUBLIC_URL").rstrip("/"),
+            admin_token=text("BILLING_ADMIN_TOKEN"),
+            trusted_proxies=tuple(p.strip() for p in text("TRUSTED_PROXIES").split(",") if p.strip()),
+            host=text("HOST") or "127.0.0.1",
+            port=number("PORT", 8000),
+            log_format=text("LOG_FORMAT").lower(),
+            log_level=text("LOG_LEVEL").upper() or "INFO",
+            worker_threads=_optional_int("WORKER_THREADS", env),
+            worker_processes=number("WORKER_PROCESSES", DEFAULT_WORKER_PROCESSES),
+            # Dramatiq's own CLI reads the lower-case spelling.
+            worker_timeout_ms=number("DRAMATIQ_WORKER_TIMEOUT",
+                                     number("dramatiq_worker_timeout", DEFAULT_WORKER_TIMEOUT_MS)),
+            max_contacts_per_request=number("MAX_CONTACTS_PER_REQUEST", DEFAULT_MAX_CONTACTS_PER_REQUEST),
+            dispatch_horizon_seconds=number("DISPATCH_HORIZON_SECONDS", DEFAULT_DISPATCH_HORIZON_SECONDS),
+            dispatch_batch_size=number("DISPATCH_BATCH_SIZE", DEFAULT_DISPATCH_BATCH_SIZE),
+            recovery_interval_seconds=number("RECOVERY_INTERVAL_SECONDS", DEFAULT_RECOVERY_INTERVAL_SECONDS),
+            health_interval_seconds=number("HEALTH_INTERVAL_SECONDS", DEFAULT_HEALTH_INTERVAL_SECONDS),
+            claim_timeout_seconds=number("CLAIM_TIMEOUT_SECONDS", DEFAULT_CLAIM_TIMEOUT_SECONDS),
+            send_retry_min_backoff_ms=number("SEND_RETRY_MIN_BACKOFF_MS", DEFAULT_SEND_RETRY_MIN_BACKOFF_MS),
+            send_retry_max_backoff_ms=number("SEND_RETRY_MAX_BACKOFF_MS", DEFAULT_SEND_RETRY_MAX_BACKOFF_MS),
         )

@@ -4,10 +4,10 @@ from __future__ import annotations
 import math
 import uuid
 
-from billing.clock import as_utc_iso
-from billing.errors import InvalidRequest, NotFound
 from billing.adapters.models import Campaign, Contact, Queue
+from billing.clock import as_utc_iso
 from billing.domain.states import ContactStatus
+from billing.errors import InvalidRequest, NotFound
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1_000

@@ -11,15 +11,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import structlog
+from peewee import Expression
 
 from billing import transitions
-from billing.clock import utcnow
 from billing.adapters.db import write_transaction
 from billing.adapters.models import Instance, Queue
 from billing.adapters.providers import gateway_for
 from billing.adapters.providers.base import CONNECTED, CONNECTING, DOWN, ConnectionStatus, GatewayError
 from billing.adapters.providers.http import shorten
+from billing.clock import utcnow
 from billing.domain.states import QueueStatus
+from billing.instances import healthy_instances
+from billing.queues import resume_queues
 
 log = structlog.get_logger(__name__)
 
@@ -42,19 +45,19 @@ PAUSE_INSTANCE = "instance"
 PAUSE_DAILY_CAP = "daily_cap"
 
 
-def healthy_instances(tenant_id: int) -> int:
-    return (
-        Instance.select()
-        .where((Instance.tenant == tenant_id) & (Instance.is_active == True) & (Instance.health != DOWN))  # noqa: E712
-        .count()
-    )
+def pause_for_instances(*, where: Expression, now: datetime) -> int:
+    """Turn the running queues matching ``where`` ``instance_down`` (their
+    tenant has no healthy instance); they resume when one comes back.
 
+    Parameters:
+      where: which queues (a tenant's, or the one dispatch found without an instance).
+      now: the time of the change (naive UTC).
 
-def pause_for_instances(tenant_id: int, *, now=None) -> int:
-    """Turn the tenant's running queues ``instance_down``; returns how many."""
-    now = now or utcnow()
-    return len(transitions.move_queues(transitions.INSTANCE_DOWN, Queue.tenant == tenant_id, now=now,
-                                       pause_kind=PAUSE_INSTANCE, pause_reason=INSTANCE_DOWN_REASON))
+    Returns:
+      How many queues stopped.
+    """
+    return len(transitions.move_queues(transitions.INSTANCE_DOWN, where, now=now, pause_kind=PAUSE_INSTANCE,
+                                       pause_reason=INSTANCE_DOWN_REASON, resume_at=None))
 
 
 def record_state(instance_id: int, state: str, *, reason: str = "", now: datetime | None = None) -> list[str]:
@@ -102,13 +105,11 @@ def record_state(instance_id: int, state: str, *, reason: str = "", now: datetim
     if health == instance.health:
         return []  # only the reason changed: the queues are where they should be
     if health == DOWN:
-        if not healthy_instances(instance.tenant_id):
-            pause_for_instances(instance.tenant_id, now=now)
+        if not healthy_instances(tenant_id=instance.tenant_id).exists():
+            pause_for_instances(where=Queue.tenant == instance.tenant_id, now=now)
         return []
-    resumed = transitions.move_queues(
-        transitions.RESUME, (Queue.tenant == instance.tenant_id) & (Queue.status == QueueStatus.INSTANCE_DOWN), now=now,
-    )
-    return [str(queue_id) for queue_id in resumed]
+    return resume_queues(where=(Queue.tenant == instance.tenant_id) & (Queue.status == QueueStatus.INSTANCE_DOWN),
+                         now=now)
 
 
 def _unchanged(seen: Instance, *, health: str, reason: str, now: datetime) -> bool:

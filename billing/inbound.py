@@ -14,16 +14,23 @@ import peewee
 import structlog
 
 from billing import callbacks, health, transitions
-from billing.domain import replies
-from billing.clock import utcnow
 from billing.adapters.db import write_transaction
 from billing.adapters.models import Contact, Event, InboundMessage, Instance, OptOut, Tenant, WhatsappNumber
 from billing.adapters.providers import gateway_for
 from billing.adapters.providers.base import (
-    ACK_DELIVERED, ACK_FAILED, ACK_READ, AckEvent, ConnectionEvent, Gateway, GatewayError, LookupUnavailable,
+    ACK_DELIVERED,
+    ACK_FAILED,
+    ACK_READ,
+    AckEvent,
+    ConnectionEvent,
+    Gateway,
+    GatewayError,
+    LookupUnavailable,
     SendResult,
 )
 from billing.adapters.providers.base import InboundMessage as InboundEvent
+from billing.clock import utcnow
+from billing.domain import replies
 from billing.domain.states import ContactStatus
 
 log = structlog.get_logger(__name__)

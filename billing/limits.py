@@ -2,15 +2,15 @@
 requests per API key per hour, contacts per tenant per day."""
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from peewee import fn
 
-from billing.clock import utcnow
 from billing.adapters.db import locked, write_transaction
-from billing.errors import BillingError
 from billing.adapters.models import RateCounter
+from billing.clock import utcnow
+from billing.errors import BillingError
 
 HOUR = timedelta(hours=1)
 
@@ -56,10 +56,10 @@ def hour_window(now: datetime) -> tuple[datetime, datetime]:
 def day_window(tz_name: str, now: datetime) -> tuple[datetime, datetime]:
     """The local day containing ``now`` in ``tz_name``, as naive-UTC bounds."""
     zone = ZoneInfo(tz_name)
-    local = now.replace(tzinfo=timezone.utc).astimezone(zone)
+    local = now.replace(tzinfo=UTC).astimezone(zone)
     start = datetime.combine(local.date(), time(0), tzinfo=zone)
     end = datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=zone)
-    return (start.astimezone(timezone.utc).replace(tzinfo=None), end.astimezone(timezone.utc).replace(tzinfo=None))
+    return (start.astimezone(UTC).replace(tzinfo=None), end.astimezone(UTC).replace(tzinfo=None))
 
 
 def consume(key: str, *, amount: int = 1, limit: int, window: tuple[datetime, datetime],

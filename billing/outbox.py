@@ -1,8 +1,8 @@
 """Reading the sandbox gateway's outbox."""
 from __future__ import annotations
 
-from billing.clock import as_utc_iso
 from billing.adapters.models import SandboxMessage, Tenant
+from billing.clock import as_utc_iso
 from billing.tenants import get_tenant
 
 

@@ -22,6 +22,7 @@ from peewee import Case
 from billing.adapters.db import locked
 from billing.adapters.models import Contact, Instance, Tenant
 from billing.domain.states import ContactStatus
+from billing.instances import healthy_instances
 
 SECONDS_PER_MINUTE = 60
 
@@ -55,7 +56,7 @@ class Pace:
     rest_seconds: float = 0.0
 
     @classmethod
-    def of(cls, instance: Instance) -> "Pace":
+    def of(cls, instance: Instance) -> Pace:
         mean = SECONDS_PER_MINUTE / instance.messages_per_minute
         low = instance.min_interval if instance.min_interval is not None else mean * (1 - DEFAULT_JITTER)
         high = instance.max_interval if instance.max_interval is not None else mean * (1 + DEFAULT_JITTER)
@@ -214,10 +215,7 @@ def admit(instance_id: int, *, min_interval: float, now: datetime) -> float:
 def tenant_rate(tenant_id: int) -> float:
     """Messages per minute the tenant's active, healthy instances send together
     on average (rests included)."""
-    instances = Instance.select().where(
-        (Instance.tenant == tenant_id) & (Instance.is_active == True) & (Instance.health != "down")  # noqa: E712
-    )
-    return sum(SECONDS_PER_MINUTE / Pace.of(i).mean_interval for i in instances)
+    return sum(SECONDS_PER_MINUTE / Pace.of(i).mean_interval for i in healthy_instances(tenant_id=tenant_id))
 
 
 def sending_seconds(tenant_id: int, contacts: int) -> float:
@@ -231,7 +229,6 @@ def sending_seconds(tenant_id: int, contacts: int) -> float:
 def minutes(seconds: float) -> int:
     """Whole minutes, rounded up (at least 1 for any positive time)."""
     return max(1, math.ceil(seconds / SECONDS_PER_MINUTE)) if seconds > 0 else 0
-
 
 
 def _day_keys(instance_ids) -> dict[int, tuple[str, object]]:

@@ -6,16 +6,16 @@ queue and status), so no send ever has to update a shared counter row.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from peewee import fn
+from peewee import Expression, fn
 
-from billing.clock import as_utc_iso, utcnow
-from billing.adapters.db import write_transaction
-from billing.errors import Conflict, NotFound
 from billing import callbacks, pacing, transitions, windows, workers
+from billing.adapters.db import write_transaction
 from billing.adapters.models import Campaign, Contact, Queue, Tenant
+from billing.clock import as_utc_iso, utcnow
 from billing.domain.states import ContactStatus, QueueStatus
+from billing.errors import Conflict, NotFound
 
 #: The window over which ``current_rate`` (messages per minute) is measured.
 RATE_WINDOW = timedelta(minutes=5)
@@ -49,7 +49,7 @@ def counts_by_status(queue_id) -> dict[str, int]:
         .group_by(Contact.status)
         .tuples()
     )
-    return {status: n for status, n in rows}
+    return dict(rows)
 
 
 def queue_status(queue: Queue) -> dict:
@@ -137,7 +137,7 @@ def _current_rate(queue_id, *, now) -> float:
 def _eta(queue: Queue, *, open_count: int, now) -> str | None:
     """When the open contacts will have been sent, at the tenant's pace and
     inside its hours; None when done, stopped by the caller, or unknown."""
-    if queue.status in QueueStatus.FINAL or open_count == 0 or queue.pause_kind == "manual":
+    if queue.status in QueueStatus.FINAL or open_count == 0 or queue.pause_kind == MANUAL_PAUSE:
         return None
     campaign_type = Campaign.select(Campaign.type).where(Campaign.id == queue.campaign_id).scalar()
     start = max(now, queue.resume_at) if queue.resume_at else now
@@ -160,10 +160,25 @@ def pause(queue: Queue, *, reason: str = "") -> bool:
     raise Conflict(f"queue is {current.status}; it cannot be paused")
 
 
+def resume_queues(*, where: Expression, now: datetime) -> list[str]:
+    """Let the stopped queues matching ``where`` (paused, or waiting for an
+    instance) send again: the one way a pause is lifted, by the caller,
+    by the clock or by an instance coming back.
+
+    Parameters:
+      where: which queues (those not stopped are left alone).
+      now: the time of the change (naive UTC).
+
+    Returns:
+      The ids of the queues resumed; the caller enqueues their dispatch.
+    """
+    return [str(queue_id) for queue_id in transitions.move_queues(transitions.RESUME, where, now=now)]
+
+
 def resume(queue: Queue) -> bool:
     """Let a paused queue send again. The caller must then enqueue dispatch.
     Returns False when it was not paused (already running)."""
-    if transitions.move_queues(transitions.RESUME, Queue.id == queue.id, now=utcnow()):
+    if resume_queues(where=Queue.id == queue.id, now=utcnow()):
         return True
     current = Queue.get_by_id(queue.id)
     if current.status in QueueStatus.RUNNING:

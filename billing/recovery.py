@@ -16,11 +16,12 @@ from datetime import datetime, timedelta
 from peewee import fn
 
 from billing import callbacks, health, inbound, transitions, workers
-from billing.clock import utcnow
 from billing.adapters.db import write_transaction
-from billing.adapters.models import Contact, Instance, Queue
-from billing.queues import complete_if_done
+from billing.adapters.models import Contact, Queue
+from billing.clock import utcnow
 from billing.domain.states import ContactStatus, QueueStatus
+from billing.instances import tenants_with_healthy_instances
+from billing.queues import complete_if_done, resume_queues
 
 #: A booked contact whose slot passed this long ago without a worker claiming
 #: it has lost its published broker message (a broker that lost its queues).
@@ -96,14 +97,9 @@ def resume_due_pauses(*, now: datetime | None = None) -> list[str]:
     and instance_down where the tenant has a healthy instance again.
     Returns the queue ids to dispatch."""
     now = now or utcnow()
-    with write_transaction():
-        timed = (Queue.status == QueueStatus.PAUSED) & Queue.pause_kind.in_(AUTOMATIC_PAUSES) & (Queue.resume_at <= now)
-        healthy_tenants = Instance.select(Instance.tenant).where(
-            (Instance.is_active == True) & (Instance.health != health.DOWN)  # noqa: E712
-        )
-        waiting = (Queue.status == QueueStatus.INSTANCE_DOWN) & Queue.tenant.in_(healthy_tenants)
-        ids = transitions.move_queues(transitions.RESUME, timed | waiting, now=now)
-    return [str(i) for i in ids]
+    timed = (Queue.status == QueueStatus.PAUSED) & Queue.pause_kind.in_(AUTOMATIC_PAUSES) & (Queue.resume_at <= now)
+    waiting = (Queue.status == QueueStatus.INSTANCE_DOWN) & Queue.tenant.in_(tenants_with_healthy_instances())
+    return resume_queues(where=timed | waiting, now=now)
 
 
 def release_in_memory_work(*, now: datetime | None = None) -> dict[str, int]:

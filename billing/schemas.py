@@ -8,15 +8,14 @@ the template needs) reject only that contact, with its reason.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 from urllib.parse import urlparse
 
-from typing import Annotated
-
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictStr, ValidationError, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
 
+from billing.domain import message_types
 from billing.errors import InvalidRequest
-
 
 
 def _strip(value):
@@ -47,6 +46,30 @@ def _phone(value):
 Scalar = Annotated[Any, PlainValidator(_scalar), WithJsonSchema({"type": ["string", "number", "boolean", "null"]})]
 Amount = Annotated[Any, PlainValidator(_amount), WithJsonSchema({"type": ["string", "number", "null"]})]
 Phone = Annotated[Any, PlainValidator(_phone), WithJsonSchema({"type": ["string", "integer"]})]
+
+
+
+def _message_type(value):
+    # Checked against the registry when a request is validated, not when this
+    # module is imported: a type declared later is accepted too.
+    if isinstance(value, str) and value in message_types.MESSAGE_TYPES:
+        return value
+    quoted = [f"'{name}'" for name in message_types.names()]
+    expected = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    # The error a Literal of the names gives, so the answer reads the same.
+    raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+
+
+class _DeclaredNamesSchema:
+    """The JSON Schema of a message type's name: every declared name as an
+    enum, read when the schema is generated, so OpenAPI lists them all."""
+
+    def __get_pydantic_json_schema__(self, schema, handler) -> dict:
+        return {"type": "string", "enum": list(message_types.names())}
+
+
+#: A declared message type's name (billing/domain/message_types.py), as a field.
+MessageTypeName = Annotated[str, PlainValidator(_message_type), _DeclaredNamesSchema()]
 
 MAX_EXTERNAL_ID_LENGTH = 255
 MAX_URL_LENGTH = 2_000
@@ -87,7 +110,7 @@ class SendRequest(BaseModel):
         None, max_length=MAX_URL_LENGTH, description="Where contact events are posted (http or https)."
     )
     metadata: Optional[dict[str, Any]] = Field(None, description="Kept with the campaign and echoed in callbacks.")
-    template_type: Optional[Literal["overdue", "upcoming", "notification"]] = Field(
+    template_type: Optional[MessageTypeName] = Field(
         None, description="Accepted for compatibility; must match the URL's type when given."
     )
 

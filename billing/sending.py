@@ -1,15 +1,14 @@
-"""Dispatching a queue and sending one contact: the rules the actors run.
+"""Sending one booked contact: the rules the send actor runs.
 
-``plan_dispatch`` books send slots for the next due contacts (pending ->
-queued) and says which ``send_contact`` messages to enqueue with which delay.
 ``send_one`` claims a queued contact (queued -> sending) with one conditional
 UPDATE, calls the gateway, and records the outcome. A redelivered message finds
-the contact no longer ``queued`` and does nothing, so the actors are
-idempotent.
+the contact no longer ``queued`` and does nothing, so the actor is idempotent.
+A send whose answer never came is checked with the gateway before it is sent
+again. Booking the slots is billing.dispatch's.
 
-Waits longer than a broker should hold a message (the next business-hours
-window, a daily cap, a retry hours later) are written to the database
-(``queue.resume_at``, ``contact.next_attempt_at``) for the scheduler.
+Waits longer than a broker should hold a message (a daily cap, a retry hours
+later) are written to the database (``contact.next_attempt_at``) for the
+scheduler.
 """
 from __future__ import annotations
 
@@ -20,27 +19,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from peewee import Case, fn
+from peewee import InterfaceError, OperationalError, fn
 
 from billing import health, numbers, pacing, transitions, windows, workers
-from billing.clock import utcnow
 from billing.adapters.db import database, locked, write_transaction
-from billing.domain.hours import calendar_for_recipient
 from billing.adapters.models import Campaign, Contact, Event, Instance, Queue, Tenant
 from billing.adapters.providers import GatewayError, gateway_for
 from billing.adapters.providers.base import SendResult
-from billing.queues import complete_if_done
+from billing.clock import utcnow
 from billing.domain.states import ContactStatus, QueueStatus
-from billing.tenants import sending_instances
+from billing.queues import complete_if_done
 
 log = structlog.get_logger(__name__)
-
-#: Dispatch wakes up this long before its last booked slot is used, so the next
-#: batch is booked before the instance would go idle.
-DISPATCH_LEAD = timedelta(seconds=2)
-
-#: A dispatch arriving this close to its chain's scheduled time is that chain.
-CHAIN_TOLERANCE = timedelta(seconds=1)
 
 #: The first failed attempts are retried by the broker (Dramatiq's Retries,
 #: backoff of seconds to minutes); later ones wait in the database.
@@ -67,197 +57,8 @@ MAX_FLOOR_SLEEP = timedelta(seconds=2)
 MAX_FLOOR_TRIES = 20
 FLOOR_JITTER_SECONDS = 0.02
 
-#: pause_reason when a daily cap stopped the queue.
-DAILY_CAP_REASON = "Limite diário de envios atingido"
-
-#: pause_reason when the tenant has no hours at all in which to send.
-NO_HOURS_REASON = "Nenhum horário comercial configurado"
-
-
-@dataclass
-class DispatchPlan:
-    """What a dispatch pass decided.
-
-    Parameters:
-      sends: (contact id, booked slot as naive UTC) to enqueue as send_contact;
-        the delay is computed as each message is published, so the time spent
-        publishing a batch does not push the later sends back.
-      next_dispatch_in: seconds until dispatch should run again, or None.
-      callbacks: callback deliveries to hand to the broker.
-    """
-
-    sends: list[tuple[int, datetime]] = field(default_factory=list)
-    next_dispatch_in: float | None = None
-    callbacks: list[str] = field(default_factory=list)
-
-
-def _pause(queue_id, *, kind: str, reason: str, resume_at: datetime | None, now: datetime) -> None:
-    transition = transitions.INSTANCE_DOWN if kind == health.PAUSE_INSTANCE else transitions.PAUSE_AUTOMATIC
-    transitions.move_queues(transition, Queue.id == queue_id, now=now, pause_kind=kind, pause_reason=reason,
-                            resume_at=resume_at)
-
-
-def plan_dispatch(
-    queue_id, *, horizon: timedelta, batch_size: int, now: datetime | None = None, rng: random.Random | None = None
-) -> DispatchPlan:
-    """Book slots for the queue's next due contacts.
-
-    Parameters:
-      queue_id: the queue to advance.
-      horizon: book only slots that start within this time.
-      batch_size: book at most this many contacts.
-      now: the current time (tests).
-      rng: randomness of the pace (tests pass a seeded one).
-    """
-    now = now or utcnow()
-    row = (
-        Queue.select(Queue, Campaign.type, Tenant)
-        .join(Campaign, on=(Queue.campaign == Campaign.id))
-        .switch(Queue)
-        .join(Tenant, on=(Queue.tenant == Tenant.id))
-        .where(Queue.id == queue_id)
-        .first()
-    )
-    if row is None or row.status not in QueueStatus.RUNNING:
-        return DispatchPlan()
-    if row.next_dispatch_at is not None and row.next_dispatch_at > now + CHAIN_TOLERANCE:
-        # This queue's chain runs again soon: an extra trigger (recovery, a
-        # given-back contact, a redelivery) must not start a second chain.
-        return DispatchPlan()
-    tenant, template_type = row.tenant, row.campaign.type
-
-    per_recipient = tenant.recipient_timezone and template_type in windows.HOURS_BOUND_TYPES
-    window = windows.ALWAYS if per_recipient else windows.window_for(tenant, template_type, now=now)
-    if not window.open:
-        reason = windows.OUTSIDE_HOURS_REASON if window.next_open else NO_HOURS_REASON
-        _pause(row.id, kind=health.PAUSE_HOURS, reason=reason, resume_at=window.next_open, now=now)
-        log.info("queue waits for business hours", queue_id=str(row.id), resume_at=str(window.next_open))
-        return DispatchPlan()
-
-    instances = sending_instances(tenant.id)
-    if not instances:
-        _pause(row.id, kind=health.PAUSE_INSTANCE, reason=health.INSTANCE_DOWN_REASON, resume_at=None, now=now)
-        log.warning("queue waits for an instance", queue_id=str(row.id))
-        return DispatchPlan()
-
-    until = now + horizon
-    if window.until is not None and window.until <= until:
-        until = window.until - timedelta(microseconds=1)  # a slot at the window's end is outside it
-    local_day = windows.local_day(tenant.timezone)
-    plan = DispatchPlan()
-    with write_transaction():
-        # The queue row is locked while its contacts are booked: a pause,
-        # resume or cancel waits for this pass and then sees every booking.
-        status = locked(Queue.select(Queue.status).where(Queue.id == row.id)).scalar()
-        if status not in QueueStatus.RUNNING:
-            return plan
-        transitions.move_queues(transitions.START, Queue.id == row.id, now=now)
-        due = [
-            contact_id
-            for (contact_id,) in locked(
-                Contact.select(Contact.id)
-                .where(
-                    (Contact.queue == row.id)
-                    & (Contact.status == ContactStatus.PENDING)
-                    & ((Contact.next_attempt_at.is_null()) | (Contact.next_attempt_at <= now))
-                )
-                .order_by(Contact.position)
-                .limit(batch_size),
-                skip_locked=True,
-            ).tuples()
-        ]
-        if per_recipient:
-            due, until, _ = _recipients_open_now(tenant, due, now=now, until=until)
-            if not due:
-                first_open = (
-                    Contact.select(fn.MIN(Contact.next_attempt_at))
-                    .where((Contact.queue == row.id) & (Contact.status == ContactStatus.PENDING))
-                    .scalar()
-                )
-                if first_open is not None and first_open > now:
-                    # Nobody's window is open: wait for the first one to open.
-                    _pause(row.id, kind=health.PAUSE_HOURS, reason=windows.OUTSIDE_HOURS_REASON,
-                           resume_at=first_open, now=now)
-                    return plan
-        booking = pacing.book_slots(
-            [i.id for i in instances], now=now, until=until, limit=len(due), local_day=local_day,
-            **({"rng": rng} if rng else {}),
-        )
-        booked = [(contact_id, instance_id, slot) for contact_id, (slot, instance_id) in zip(due, booking.slots)]
-        remaining = due[len(booked):]
-        if booked:
-            transitions.move_contacts(
-                transitions.BOOK, Contact.id.in_([c for c, _, _ in booked]), now=now,
-                slot_at=Case(Contact.id, [(c, s) for c, _, s in booked]),
-                instance=Case(Contact.id, [(c, i) for c, i, _ in booked]),
-                enqueued_at=None,
-            )
-            plan.sends = [(c, s) for c, _, s in booked]
-
-    more_waiting = bool(remaining) or len(due) == batch_size
-    if remaining and not booked and booking.capped_until:
-        last_booked = (
-            Contact.select(fn.MAX(Contact.slot_at))
-            .where((Contact.queue == row.id) & Contact.status.in_((ContactStatus.QUEUED, ContactStatus.SENDING)))
-            .scalar()
-        )
-        if last_booked is None:
-            # Every instance (or the tenant) reached its daily cap and every
-            # booked send went out: wait for midnight.
-            _pause(row.id, kind=health.PAUSE_DAILY_CAP, reason=DAILY_CAP_REASON, resume_at=booking.capped_until, now=now)
-            return plan
-        # Pausing now would give back sends already booked (and counted) under
-        # the cap: let them go out first, and look again just after the last.
-        plan.next_dispatch_in = max(1.0, (last_booked - now).total_seconds() + 1.0)
-        return _continue_chain(row, plan, now=now)
-    if more_waiting and booked:
-        last_slot = max(s for _, _, s in booked)
-        plan.next_dispatch_in = max(0.0, (last_slot - DISPATCH_LEAD - now).total_seconds())
-    elif more_waiting:
-        # Every instance is booked beyond the horizon (other queues share it),
-        # or the window is about to close: look again soon.
-        plan.next_dispatch_in = min(horizon.total_seconds() / 2, max(0.0, (until - now).total_seconds()) + 1)
-    elif not booked:
-        plan.callbacks = complete_if_done(row.id)
-    return _continue_chain(row, plan, now=now)
-
-
-def _continue_chain(queue: Queue, plan: DispatchPlan, *, now: datetime) -> DispatchPlan:
-    """Record when the chain runs next. Of two dispatches running at once only
-    one continues the chain (the other's conditional update finds it taken)."""
-    next_at = None if plan.next_dispatch_in is None else now + timedelta(seconds=plan.next_dispatch_in)
-    claimed = Queue.update(next_dispatch_at=next_at).where(
-        (Queue.id == queue.id)
-        & (Queue.next_dispatch_at.is_null() | (Queue.next_dispatch_at <= now + CHAIN_TOLERANCE))
-    ).execute()
-    if not claimed:
-        plan.next_dispatch_in = None
-    return plan
-
-
-def _recipients_open_now(tenant: Tenant, due: list[int], *, now: datetime, until: datetime):
-    """With business hours read in each recipient's zone: keep the contacts
-    whose window is open now, defer the others to their next opening.
-
-    Returns:
-      (contacts to book, the booking limit so every booked slot is inside its
-      recipient's window, the next openings of the deferred contacts)
-    """
-    if not due:
-        return [], until, []
-    base = windows.calendar_for(tenant)
-    keep, opens = [], []
-    for contact_id, phone in Contact.select(Contact.id, Contact.phone).where(Contact.id.in_(due)).order_by(Contact.position).tuples():
-        calendar = calendar_for_recipient(base, phone)
-        if calendar.is_open(now):
-            keep.append(contact_id)
-            until = min(until, calendar.current_window_end(now) - timedelta(microseconds=1))
-            continue
-        next_open = calendar.next_open(now)
-        Contact.update(next_attempt_at=next_open, updated_at=now).where(Contact.id == contact_id).execute()
-        if next_open is not None:
-            opens.append(next_open)
-    return keep, until, opens
+#: What the database says while it restarts or is unreachable.
+DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
 class Outcome(enum.Enum):
@@ -440,21 +241,18 @@ def send_one(contact_id: int, *, now: datetime | None = None, slot: datetime | N
         # "sending" and skip it. A message the gateway may have taken keeps
         # its claim (the record is what failed; resending would duplicate it).
         if not progress["gateway_called"] and not _release_claim(contact_id):
-            workers.release_claim_later(contact_id)  # at the next beat, once the database answers
+            # At the next beat, once the database answers.
+            workers.release_claim_later(contact_id, claimed_by=workers.current_id())
         raise
 
 
 def _release_claim(contact_id: int) -> bool:
     """Give this process's claim of ``contact_id`` back (no attempt spent);
     False when the database cannot be reached now."""
-    from peewee import InterfaceError, OperationalError
-
     try:
-        transitions.move_contacts(
-            transitions.GIVE_BACK, (Contact.id == contact_id) & (Contact.claimed_by == workers.current_id()),
-            now=utcnow())
+        workers.give_back_claims([contact_id], claimed_by=workers.current_id(), now=utcnow())
         return True
-    except (OperationalError, InterfaceError):
+    except DATABASE_DOWN:
         _drop_connection()
         return False
 
@@ -508,13 +306,7 @@ def _confirm_earlier_send(contact: Contact, gateway) -> SendResult | None:
       The earlier message when the gateway shows it, else None (send again;
       what was decided is written to the contact's history).
     """
-    since = (
-        Event.select(fn.MAX(Event.created_at))
-        .where((Event.contact == contact.id) & (Event.kind == EVENT_UNCONFIRMED))
-        .scalar()
-    ) or contact.created_at
-    # The request left before the failure was recorded: look a little earlier.
-    since -= timedelta(seconds=AMBIGUOUS_LOOKBACK_SECONDS)
+    since = _unconfirmed_since(contact)
     find_sent = getattr(gateway, "find_sent", None)
     decision, found = "not_found", None
     try:
@@ -540,6 +332,17 @@ def _confirm_earlier_send(contact: Contact, gateway) -> SendResult | None:
 #: How long before the recorded failure of an unanswered send the gateway's
 #: history is searched for it (the request's timeout, with room).
 AMBIGUOUS_LOOKBACK_SECONDS = 120
+
+
+def _unconfirmed_since(contact: Contact) -> datetime:
+    """From when the gateway's history is searched for the unanswered send:
+    a little before its failure was recorded (the request left earlier)."""
+    recorded = (
+        Event.select(fn.MAX(Event.created_at))
+        .where((Event.contact == contact.id) & (Event.kind == EVENT_UNCONFIRMED))
+        .scalar()
+    ) or contact.created_at
+    return recorded - timedelta(seconds=AMBIGUOUS_LOOKBACK_SECONDS)
 
 
 def _record_sent(contact: Contact, result: SendResult, *, chat_id: str, admitted_at: datetime | None,
@@ -577,15 +380,13 @@ def _durably(work, *, what: str, contact_id: int):
     The database may be restarting: each try drops this thread's connection
     (a broken one is discarded by the pool) and waits a little longer.
     """
-    from peewee import InterfaceError, OperationalError
-
     deadline = time.monotonic() + RECORD_DEADLINE.total_seconds()
     tries = 0
     while True:
         try:
             with write_transaction():
                 return work()
-        except (OperationalError, InterfaceError) as exc:
+        except DATABASE_DOWN as exc:
             if time.monotonic() >= deadline:
                 raise
             if tries == 0:
@@ -632,41 +433,19 @@ def _requeue(contact: Contact, *, delay: float, now: datetime) -> SendReport:
 
 
 def _record_failure(contact: Contact, error: GatewayError, *, queue_id: str) -> SendReport:
+    """The gateway refused or did not answer: fail the contact for good, or
+    retry it soon (the broker) or later (the database)."""
     now = utcnow()
     if error.instance_down:
-        # Not the contact's fault: give it back without using up an attempt;
-        # dispatch books it again on a healthy instance.
-        def give_back() -> None:
-            _give_back(contact, now=now)
-            Event.create(contact=contact.id, kind="send_error", detail={"reason": error.reason, "instance_down": True},
-                         created_at=now)
-
-        _durably(give_back, what="give-back", contact_id=contact.id)
-        health.record_state(contact.instance_id, health.DOWN, reason=error.reason, now=now)
-        return SendReport(Outcome.DEFERRED, contact.id, queue_id, error.reason)
-
+        return _defer_instance_down(contact, error, queue_id=queue_id, now=now)
     ambiguous = bool(getattr(error, "ambiguous", False))
     # An unanswered send may have gone out: it is never failed unchecked; the
     # next attempt asks the gateway first (see _confirm_earlier_send).
     final = not ambiguous and (not error.transient or contact.attempts >= contact.tenant.max_attempts)
     quick = ambiguous or contact.attempts <= QUICK_RETRIES
-    detail = {"reason": error.reason, "transient": error.transient, **({"ambiguous": True} if ambiguous else {})}
 
     def record() -> transitions.Moved:
-        if ambiguous:
-            Event.create(contact=contact.id, kind=EVENT_UNCONFIRMED, detail={"reason": error.reason}, created_at=now)
-        if final:
-            return transitions.move_contacts(transitions.SEND_FAILED, _mine(contact), now=now, detail=detail,
-                                             reason=error.reason, outcome_unknown=ambiguous)
-        if quick:
-            # Back to queued so the retried message can claim it again; no
-            # slot yet: the retry books its own (see _rebook_retry).
-            return transitions.move_contacts(transitions.RETRY_SOON, _mine(contact), now=now, detail=detail,
-                                             reason=error.reason, outcome_unknown=ambiguous, enqueued_at=now)
-        delay = DATABASE_RETRY_DELAYS[min(contact.attempts - QUICK_RETRIES, len(DATABASE_RETRY_DELAYS)) - 1]
-        return transitions.move_contacts(transitions.RETRY_LATER, _mine(contact), now=now, detail=detail,
-                                         reason=error.reason, outcome_unknown=ambiguous,
-                                         next_attempt_at=now + delay)
+        return _move_failed(contact, error, now=now, ambiguous=ambiguous, final=final, quick=quick)
 
     moved = _durably(record, what="send failure", contact_id=contact.id)
     if final:
@@ -678,14 +457,33 @@ def _record_failure(contact: Contact, error: GatewayError, *, queue_id: str) -> 
     return SendReport(Outcome.DEFERRED, contact.id, queue_id, error.reason)
 
 
-def mark_enqueued(contact_ids: list[int], *, now: datetime | None = None) -> int:
-    """Record that the broker has the messages of these bookings (dispatch
-    calls it after publishing). A booking left unmarked belongs to a dispatch
-    that died between its commit and its publish: recovery gives it back at
-    once instead of waiting for its slot to age."""
-    if not contact_ids:
-        return 0
-    now = now or utcnow()
-    return Contact.update(enqueued_at=now).where(
-        Contact.id.in_(contact_ids) & (Contact.status == ContactStatus.QUEUED) & Contact.enqueued_at.is_null()
-    ).execute()
+def _defer_instance_down(contact: Contact, error: GatewayError, *, queue_id: str, now: datetime) -> SendReport:
+    """Not the contact's fault: give it back without using up an attempt and
+    mark the instance down; dispatch books it again on a healthy instance."""
+    def give_back() -> None:
+        _give_back(contact, now=now)
+        Event.create(contact=contact.id, kind="send_error", detail={"reason": error.reason, "instance_down": True},
+                     created_at=now)
+
+    _durably(give_back, what="give-back", contact_id=contact.id)
+    health.record_state(contact.instance_id, health.DOWN, reason=error.reason, now=now)
+    return SendReport(Outcome.DEFERRED, contact.id, queue_id, error.reason)
+
+
+def _move_failed(contact: Contact, error: GatewayError, *, now: datetime, ambiguous: bool, final: bool,
+                 quick: bool) -> transitions.Moved:
+    """The failed attempt's move (one transaction): sending -> failed, back to
+    queued for a broker retry, or back to pending until a later attempt."""
+    detail = {"reason": error.reason, "transient": error.transient, **({"ambiguous": True} if ambiguous else {})}
+    common = {"now": now, "detail": detail, "reason": error.reason, "outcome_unknown": ambiguous}
+    if ambiguous:
+        Event.create(contact=contact.id, kind=EVENT_UNCONFIRMED, detail={"reason": error.reason}, created_at=now)
+    if final:
+        return transitions.move_contacts(transitions.SEND_FAILED, _mine(contact), **common)
+    if quick:
+        # Back to queued so the retried message can claim it again; no
+        # slot yet: the retry books its own (see _rebook_retry).
+        return transitions.move_contacts(transitions.RETRY_SOON, _mine(contact), enqueued_at=now, **common)
+    delay = DATABASE_RETRY_DELAYS[min(contact.attempts - QUICK_RETRIES, len(DATABASE_RETRY_DELAYS)) - 1]
+    return transitions.move_contacts(transitions.RETRY_LATER, _mine(contact), next_attempt_at=now + delay, **common)
+

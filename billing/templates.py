@@ -4,20 +4,23 @@ from __future__ import annotations
 import peewee
 
 from billing.adapters.db import write_transaction
-from billing.errors import Conflict, InvalidRequest
 from billing.adapters.models import Template, Tenant, Variation
+from billing.domain import message_types
 from billing.domain.rotation import STRATEGIES
-from billing.domain.states import TemplateType
 from billing.domain.templating import TemplateSyntaxError, compile_template
+from billing.errors import Conflict, InvalidRequest
 
 #: A WhatsApp text message holds at most 65,536 characters; templates stay far below.
 MAX_VARIATION_LENGTH = 4_096
 
 
 def check_type(template_type: str) -> str:
-    if template_type not in TemplateType.ALL:
-        raise InvalidRequest(f"template type must be one of {', '.join(TemplateType.ALL)}, got '{template_type}'")
-    return template_type
+    """Return ``template_type`` when it is a declared message type.
+
+    Raises:
+      InvalidRequest: no message type of that name is declared.
+    """
+    return message_types.get(template_type).name
 
 
 def check_variation(text: str, *, index: int = 0) -> str:
@@ -45,7 +48,7 @@ def create_template(
 
     Parameters:
       tenant: the owner.
-      type: ``overdue``, ``upcoming`` or ``notification``.
+      type: a declared message type (:mod:`billing.domain.message_types`).
       name: unique per tenant and type.
       variations: texts, or dicts ``{"text": ..., "weight": n}``.
       strategy: ``random``, ``sequential`` (least used first) or ``weighted``.

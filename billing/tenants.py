@@ -7,12 +7,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import peewee
 
-from billing.domain import signing
 from billing.adapters.db import write_transaction
-from billing.errors import Conflict, InvalidRequest, NotFound
-from billing.domain.hours import InvalidSchedule, parse_holidays, parse_hours
 from billing.adapters.models import DEFAULT_TIMEZONE, Instance, Tenant
-from billing.adapters.providers import check_provider
+from billing.adapters.providers import check_options, provider_of
+from billing.domain import signing
+from billing.domain.hours import InvalidSchedule, parse_holidays, parse_hours
+from billing.errors import Conflict, InvalidRequest, NotFound
 
 #: Highest pace an instance may be given (messages per minute). Far above what
 #: an unofficial gateway survives; it exists to catch typos, and tests use it.
@@ -74,23 +74,24 @@ def create_instance(
     Parameters:
       tenant: the owner.
       name: unique per tenant; for Evolution it is the instance name, for WAHA the session.
-      provider: ``sandbox``, ``evolution`` or ``waha``.
-      url: the gateway's base URL (not used by sandbox).
+      provider: a registered provider's name (``sandbox``, ``evolution``, ``waha``...).
+      url: the gateway's base URL (not used by providers that call no gateway).
       token: the gateway's API key.
       messages_per_minute: the pace of this number.
-      options: adapter options.
+      options: adapter options, validated against the provider's option schema.
       pace: any pace setting :func:`update_instance` takes.
     """
-    check_provider(provider)
+    declared = provider_of(provider)
     name = (name or "").strip()
     if not name:
         raise InvalidRequest("instance name is empty")
-    if provider != "sandbox" and not url:
+    if declared.needs_url and not url:
         raise InvalidRequest(f"a {provider} instance needs --url")
-    fields = dict(
-        tenant=tenant, name=name, provider=provider, url=url.rstrip("/"), token=token, options=options or {},
-        webhook_secret=secrets.token_urlsafe(WEBHOOK_SECRET_BYTES),
-    )
+    options = check_options(provider, options)
+    fields = {
+        "tenant": tenant, "name": name, "provider": provider, "url": url.rstrip("/"), "token": token, "options": options,
+        "webhook_secret": secrets.token_urlsafe(WEBHOOK_SECRET_BYTES),
+    }
     if messages_per_minute is not None:
         fields["messages_per_minute"] = check_rate(messages_per_minute)
     with write_transaction():
@@ -99,15 +100,6 @@ def create_instance(
         except peewee.IntegrityError:
             raise Conflict(f"tenant '{tenant.name}' already has an instance named '{name}'") from None
         return update_instance(instance, **pace)
-
-
-def sending_instances(tenant_id: int) -> list[Instance]:
-    """The tenant's instances that may send now, fastest first."""
-    return list(
-        Instance.select()
-        .where((Instance.tenant == tenant_id) & (Instance.is_active == True) & (Instance.health != "down"))  # noqa: E712
-        .order_by(Instance.messages_per_minute.desc(), Instance.id)
-    )
 
 
 #: Random bytes of an instance's webhook secret.
@@ -196,7 +188,8 @@ def update_instance(instance: Instance, **changes) -> Instance:
       changes: any of ``messages_per_minute``, ``min_interval``,
         ``max_interval`` (seconds), ``rest_every`` (messages, 0: never),
         ``rest_seconds``, ``daily_cap`` (0: none), ``warmup_days`` (0: none),
-        ``url``, ``token``, ``is_active``.
+        ``url``, ``token``, ``is_active``, ``options`` (replaces every
+        option; validated against the provider's option schema).
     """
     fields = {}
     for key, value in changes.items():
@@ -214,6 +207,8 @@ def update_instance(instance: Instance, **changes) -> Instance:
             fields[key] = str(value).rstrip("/") if key == "url" else str(value)
         elif key == "is_active":
             fields[key] = bool(value)
+        elif key == "options":
+            fields[key] = check_options(instance.provider, value)
         else:
             raise InvalidRequest(f"unknown instance setting '{key}'")
     low = fields.get("min_interval", instance.min_interval)

@@ -1,21 +1,19 @@
 """When a queue may send: the tenant's calendar, applied by message type.
 
-Charges (overdue, upcoming) go out only inside the tenant's business hours and
-never on holidays; notifications go out at any time.
+A message type declared ``hours_bound`` (the charges: overdue, upcoming) goes
+out only inside the tenant's business hours and never on holidays; the others
+(notifications) go out at any time.
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from billing.domain.hours import Calendar, parse_holidays, parse_hours
 from billing.adapters.models import Tenant
-from billing.domain.states import TemplateType
-
-#: Message types that respect business hours and holidays.
-HOURS_BOUND_TYPES = (TemplateType.OVERDUE, TemplateType.UPCOMING)
+from billing.domain import message_types
+from billing.domain.hours import Calendar, parse_holidays, parse_hours
 
 #: pause_reason while a queue waits for its window.
 OUTSIDE_HOURS_REASON = "Fora do horário comercial"
@@ -60,8 +58,21 @@ class Window:
 ALWAYS = Window(open=True)
 
 
+def hours_bound(template_type: str) -> bool:
+    """Whether business hours and holidays bind messages of ``template_type``.
+
+    A type no longer declared (its campaigns outlived it) keeps the stricter
+    rule: a message that cannot be classified is not sent at night.
+
+    Parameters:
+      template_type: a message type's name.
+    """
+    declared = message_types.MESSAGE_TYPES.get(template_type)
+    return declared is None or declared.hours_bound
+
+
 def window_for(tenant: Tenant, template_type: str, *, now: datetime) -> Window:
-    if template_type not in HOURS_BOUND_TYPES:
+    if not hours_bound(template_type):
         return ALWAYS
     calendar = calendar_for(tenant)
     if calendar.is_open(now):
@@ -75,15 +86,15 @@ def local_day(tz_name: str):
     zone = ZoneInfo(tz_name)
 
     def day_of(at_utc: datetime) -> tuple[date, datetime]:
-        local = at_utc.replace(tzinfo=timezone.utc).astimezone(zone)
+        local = at_utc.replace(tzinfo=UTC).astimezone(zone)
         midnight = datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=zone)
-        return local.date(), midnight.astimezone(timezone.utc).replace(tzinfo=None)
+        return local.date(), midnight.astimezone(UTC).replace(tzinfo=None)
 
     return day_of
 
 
 def finish_time(tenant: Tenant, template_type: str, *, seconds: float, now: datetime) -> datetime | None:
     """When ``seconds`` of sending, started now, end once closed hours are skipped."""
-    if template_type not in HOURS_BOUND_TYPES:
+    if not hours_bound(template_type):
         return now + timedelta(seconds=seconds)
     return calendar_for(tenant).time_after_open_seconds(now, seconds)

@@ -22,9 +22,9 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from billing.clock import utcnow
 from billing.adapters.db import database, is_postgres
 from billing.adapters.models import Heartbeat
+from billing.clock import utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -78,28 +78,47 @@ def register(*, kind: str, info: dict | None = None, now: datetime | None = None
     return process_id
 
 
-#: Claims this process must give back once the database answers again
-#: (contact ids whose send broke while the database was away).
-_claims_to_release: set[int] = set()
+#: Claims this process must give back once the database answers again:
+#: (contact id, the worker id the claim names) of sends that broke while the
+#: database was away.
+_claims_to_release: set[tuple[int, str]] = set()
 
 
-def release_claim_later(contact_id: int) -> None:
-    """Remember to give back this process's claim of ``contact_id`` at the
-    next beat: the send that held it failed, and so did the give-back."""
-    with _lock:
-        _claims_to_release.add(contact_id)
+def give_back_claims(contact_ids: list[int], *, claimed_by: str, now: datetime) -> list[int]:
+    """sending -> pending for these contacts while ``claimed_by`` still holds
+    them, without spending an attempt: the send never reached the gateway.
 
+    Parameters:
+      contact_ids: the contacts.
+      claimed_by: the worker id their claims name (another worker's claim,
+        or a contact already moved on, is left alone).
+      now: the time of the change (naive UTC).
 
-def _release_remembered_claims(process_id: str, *, now: datetime) -> None:
+    Returns:
+      The contacts given back.
+    """
     from billing import transitions  # transitions reaches the caps and callbacks
     from billing.adapters.models import Contact
 
+    return transitions.move_contacts(
+        transitions.GIVE_BACK, Contact.id.in_(contact_ids) & (Contact.claimed_by == claimed_by), now=now).ids
+
+
+def release_claim_later(contact_id: int, *, claimed_by: str) -> None:
+    """Remember to give back the claim of ``contact_id`` (named
+    ``claimed_by``) at the next beat: the send that held it failed, and so
+    did the give-back."""
+    with _lock:
+        _claims_to_release.add((contact_id, claimed_by))
+
+
+def _release_remembered_claims(*, now: datetime) -> None:
+    """Give back the claims remembered by :func:`release_claim_later`."""
     with _lock:
         pending = sorted(_claims_to_release)
-    if not pending:
-        return
-    transitions.move_contacts(
-        transitions.GIVE_BACK, Contact.id.in_(pending) & (Contact.claimed_by == process_id), now=now)
+    for claimed_by in {claimant for _, claimant in pending}:
+        give_back_claims([contact_id for contact_id, claimant in pending if claimant == claimed_by],
+                         claimed_by=claimed_by, now=now)
     with _lock:
         _claims_to_release.difference_update(pending)
 
@@ -111,7 +130,7 @@ def beat(process_id: str | None = None, *, now: datetime | None = None) -> None:
     if not process_id:
         return
     now = now or utcnow()
-    _release_remembered_claims(process_id, now=now)
+    _release_remembered_claims(now=now)
     updated = Heartbeat.update(beat_at=now, stopped_at=None).where(Heartbeat.id == process_id).execute()
     if not updated:
         Heartbeat.insert(id=process_id, kind=_current_kind, hostname=socket.gethostname()[:255], pid=os.getpid(),

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 import time
+
 import click
 import dramatiq
 import structlog
@@ -20,6 +21,10 @@ log = structlog.get_logger(__name__)
 #: How often (ms) the worker releases due delayed messages: Dramatiq's default
 #: of a second makes sends late by up to a second, and bunches them.
 WORKER_POLL_MS = 100
+
+#: Threads of the in-process worker when WORKER_THREADS is unset: the web
+#: server and the scheduler share the process (and SQLite has one writer).
+EMBEDDED_WORKER_THREADS = 4
 
 
 class EmbeddedWorker(dramatiq.Worker):
@@ -44,19 +49,21 @@ class EmbeddedWorker(dramatiq.Worker):
         super()._add_consumer(queue_name, delay=delay or queue_name in self.broker.get_declared_delay_queues())
 
 
-def run_embedded(*, host: str | None, port: int | None) -> None:
+def run_embedded(*, host: str | None, port: int | None, settings: Settings | None = None) -> None:
     """Migrate, bootstrap the demo tenant, recover, then serve until a signal.
 
     Parameters:
       host: listen address (default: settings).
       port: listen port (default: settings).
+      settings: the process settings (default: from the environment).
     """
-    import tasks  # connects the database and declares the actors
+    import tasks
     from scheduler import build_scheduler
     from scheduler.leader import Leadership
     from web import create_app
 
-    settings: Settings = tasks.settings
+    wiring = tasks.setup(settings=settings)  # a no-op when the CLI wired it already
+    settings = wiring.settings
     host = host or settings.host
     port = port if port is not None else settings.port
 
@@ -72,7 +79,8 @@ def run_embedded(*, host: str | None, port: int | None) -> None:
         if released["claims"] or released["bookings"]:
             log.info("released the work of the previous run", **released)
 
-    worker = EmbeddedWorker(tasks.broker, worker_threads=settings.worker_threads, worker_timeout=WORKER_POLL_MS)
+    worker = EmbeddedWorker(wiring.broker, worker_threads=settings.worker_threads or EMBEDDED_WORKER_THREADS,
+                            worker_timeout=WORKER_POLL_MS)
     worker.start()
     found = recovery.recover()
     for queue_id in found.queues:

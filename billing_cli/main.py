@@ -12,39 +12,30 @@ import contextlib
 import functools
 import json
 import sys
-from typing import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import click
 
 from billing.config import Settings
+from billing.domain import message_types
 from billing.errors import (
-    BillingError, DatabaseMisconfigured, ServiceUnavailable, database_problem, redact_url, require_current_schema,
+    BillingError,
+    ServiceUnavailable,
+    database_problem,
+    require_current_schema,
 )
 
 
 def _setup(settings: Settings | None = None) -> Settings:
-    """Read the settings, configure logging and bind the database.
+    """Wire the process (tasks.setup: logging, the database, the broker).
 
     Raises:
       DatabaseMisconfigured: DATABASE_URL cannot be read, or its SQLite
         directory cannot be created.
     """
-    from billing.adapters.db import connect
-    from billing.logconfig import configure_logging
+    import tasks
 
-    settings = settings or Settings.from_env()
-    configure_logging(log_format=settings.log_format, level=settings.log_level)
-    try:
-        connect(settings.database_url)
-    except ValueError as exc:
-        text = str(exc)  # db.connect names DATABASE_URL itself; urllib's errors do not
-        message = text if text.startswith("DATABASE_URL") else f"DATABASE_URL is not valid: {text}"
-        raise DatabaseMisconfigured(message) from None
-    except OSError as exc:  # the SQLite file's directory cannot be created
-        raise DatabaseMisconfigured(
-            f"cannot create the database directory for {redact_url(settings.database_url)}: {exc.strerror or exc}"
-        ) from None
-    return settings
+    return tasks.setup(settings=settings).settings
 
 
 def _database_url() -> str:
@@ -166,12 +157,12 @@ def tenant_settings(func):
 
 def _tenant_changes(business_hours, holidays, holiday_dates, recipient_timezone, daily_cap, max_attempts,
                     allow_private_callbacks, auto_reply) -> dict:
-    return dict(
-        business_hours=business_hours, holidays=holidays, recipient_timezone=recipient_timezone,
-        extra_holidays=[d for d in holiday_dates.split(",") if d.strip()] if holiday_dates is not None else None,
-        daily_cap=daily_cap, max_attempts=max_attempts, allow_private_callbacks=allow_private_callbacks,
-        auto_reply=auto_reply,
-    )
+    return {
+        "business_hours": business_hours, "holidays": holidays, "recipient_timezone": recipient_timezone,
+        "extra_holidays": [d for d in holiday_dates.split(",") if d.strip()] if holiday_dates is not None else None,
+        "daily_cap": daily_cap, "max_attempts": max_attempts, "allow_private_callbacks": allow_private_callbacks,
+        "auto_reply": auto_reply,
+    }
 
 
 def _describe_tenant(row) -> str:
@@ -237,7 +228,7 @@ def apikey() -> None:
 @command(apikey, "create")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
 @click.option("--name", default="", help="A label for people.")
-@click.option("--types", default="", help="Comma-separated template types the key may send (default: all).")
+@click.option("--types", default="", help="Comma-separated template types the key may send (default: all, later ones too).")
 @click.option("--allowed-ips", default="", help="Comma-separated addresses or CIDRs the key may be used from.")
 @click.option("--expires-in-days", type=click.IntRange(min=1), default=None, help="The key stops working after this.")
 @click.option("--hourly-limit", type=click.IntRange(min=0), default=0, help="Requests per hour (0: tenant default).")
@@ -252,7 +243,7 @@ def apikey_create(tenant_name: str, name: str, types: str, allowed_ips: str, exp
         tenants.get_tenant(tenant_name), name=name, types=types or None, allowed_ips=allowed_ips,
         expires_at=utcnow() + timedelta(days=expires_in_days) if expires_in_days else None, hourly_limit=hourly_limit,
     )
-    click.echo(f"# API key for tenant {tenant_name} (types: {issued.api_key.template_types}); it is not shown again:", err=False)
+    click.echo(f"# API key for tenant {tenant_name} (types: {','.join(issued.api_key.allowed_types)}); it is not shown again:", err=False)
     click.echo(issued.secret)
 
 
@@ -262,8 +253,8 @@ def apikey_create(tenant_name: str, name: str, types: str, allowed_ips: str, exp
 def apikey_revoke(tenant_name: str, prefix: str) -> None:
     """Revoke the key whose prefix (bk_xxxxxxxxxxxx) is PREFIX."""
     from billing import admin, tenants
-    from billing.errors import NotFound
     from billing.adapters.models import ApiKey
+    from billing.errors import NotFound
 
     tenant_row = tenants.get_tenant(tenant_name)
     key = ApiKey.get_or_none((ApiKey.tenant == tenant_row.id) & (ApiKey.prefix == prefix.removeprefix("bk_")))
@@ -292,6 +283,23 @@ def admin_token_create(tenant_name: str, name: str) -> None:
 
 # --- template -------------------------------------------------------------
 
+class MessageTypeChoice(click.Choice):
+    """The declared message types, read from billing/domain/message_types.py
+    whenever a command line is parsed or help is shown, so a type declared
+    after this module was imported is a choice too."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return message_types.names()
+
+    @choices.setter
+    def choices(self, _given) -> None:
+        """click.Choice.__init__ stores its choices; these come from the registry."""
+
+
 @main.group()
 def template() -> None:
     """Message templates and their variations."""
@@ -306,7 +314,12 @@ def _load_template_file(path: str) -> dict:
     except OSError as exc:
         raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise click.ClickException(f"{path} is not valid JSON/YAML: {exc}") from None
+        # PyYAML's message spans lines (problem, context, a caret drawing); the
+        # CLI promises one line: the problem and where it is.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise click.ClickException(f"{path} is not valid JSON/YAML: {problem}{where}") from None
     if not isinstance(data, dict):
         raise click.ClickException(f"{path} must hold an object with type, name and variations")
     return data
@@ -314,10 +327,11 @@ def _load_template_file(path: str) -> dict:
 
 @command(template, "create")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
-@click.option("--type", "template_type", type=click.Choice(["overdue", "upcoming", "notification"]), help="Template type.")
+@click.option("--type", "template_type", type=MessageTypeChoice(), help="Template type.")
 @click.option("--name", default=None, help="Template name.")
 @click.option("--variation", "variations", multiple=True, help="A variation's text (repeat for more).")
-@click.option("--strategy", type=click.Choice(["random", "sequential", "weighted"]), default=None, help="Rotation strategy (default random).")
+@click.option("--strategy", type=click.Choice(["random", "sequential", "weighted"]), default=None,
+              help="Rotation strategy (default random).")
 @click.option("--file", "path", type=click.Path(dir_okay=False), help="JSON/YAML file with type, name, strategy, variations.")
 def template_create(tenant_name, template_type, name, variations, strategy, path) -> None:
     """Create a template; options override the file's values."""
@@ -371,9 +385,37 @@ def _describe_instance(row) -> str:
     )
 
 
+class RegistryChoice(click.Choice):
+    """A choice among the names a registry holds when a command line is
+    parsed or help is shown, so a name registered after this module was
+    imported is a choice too.
+
+    Parameters:
+      names: gives the registry's names.
+    """
+
+    def __init__(self, names: Callable[[], Iterable[str]]) -> None:
+        self.names = names
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self.names())
+
+    @choices.setter
+    def choices(self, _given) -> None:
+        """click.Choice.__init__ stores its choices; these come from the registry."""
+
+
+def _provider_names() -> Iterable[str]:
+    from billing.adapters.providers import PROVIDERS  # imported when used: it loads every provider module
+
+    return PROVIDERS
+
+
 @command(instance, "create")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
-@click.option("--provider", type=click.Choice(["sandbox", "evolution", "waha"]), required=True)
+@click.option("--provider", type=RegistryChoice(_provider_names), required=True, help="The gateway provider.")
 @click.option("--name", required=True, help="Instance name (Evolution instance / WAHA session).")
 @click.option("--url", default="", help="Gateway base URL.")
 @click.option("--token", default="", help="Gateway API key.")
@@ -415,17 +457,13 @@ def instance_show(tenant_name, name) -> None:
 
     row = tenants.get_instance(tenants.get_tenant(tenant_name), name)
     click.echo(_describe_instance(row))
-    from billing.adapters.providers import webhook_url
+    from billing.adapters.providers import webhook_lines
 
     click.echo(f"health: {row.health}" + (f" (checked {row.health_checked_at:%Y-%m-%d %H:%M:%S} UTC)" if row.health_checked_at else ""))
     if row.health_reason:
         click.echo(f"down because: {row.health_reason}")
-    url = webhook_url(row, base_url=Settings.from_env().public_url or "https://<PUBLIC_URL>")
-    if row.provider == "evolution":
-        click.echo(f"webhook URL (Evolution instance webhook; 'Webhook by Events' on or off): {url}")
-    elif row.provider == "waha":
-        click.echo(f"webhook URL (WAHA session webhook): {url}")
-        click.echo(f"webhook HMAC key (sha512, optional: WAHA Plus signs, Core does not): {row.webhook_secret}")
+    for line in webhook_lines(row, base_url=Settings.from_env().public_url or "https://<PUBLIC_URL>"):
+        click.echo(line)
 
 
 # --- callbacks ------------------------------------------------------------
@@ -496,7 +534,8 @@ def outbox(tenant_name, as_json, limit) -> None:
         if as_json:
             click.echo(json.dumps(item, ensure_ascii=False))
         else:
-            click.echo(f"{item['sent_at']}  {item['phone']}  contact {item['contact_id']}\n    {item['text'].replace(chr(10), chr(10) + '    ')}")
+            text = item['text'].replace(chr(10), chr(10) + '    ')
+            click.echo(f"{item['sent_at']}  {item['phone']}  contact {item['contact_id']}\n    {text}")
 
 
 # --- processes ------------------------------------------------------------

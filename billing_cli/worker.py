@@ -1,11 +1,11 @@
 """``billing worker``: the production worker, N Dramatiq worker processes that
 are replaced when they die.
 
-``dramatiq tasks --processes N`` stops its whole group when one worker process
+``dramatiq tasks.worker --processes N`` stops its whole group when one worker process
 dies (kill -9, out of memory), and nothing starts it again. Here a small
 supervisor runs N independent children, each one Dramatiq worker (this module
-run as ``python -m billing_cli.worker``: ``import tasks``, then
-``dramatiq.Worker``, as the ``dramatiq`` CLI's own worker process does), and:
+run as ``python -m billing_cli.worker``: ``tasks.setup()``, then
+``dramatiq.Worker``, as ``dramatiq tasks.worker`` runs its worker processes), and:
 
 - starts a new child in the place of one that died, after a backoff that grows
   while children die young (a crash at start-up does not spin), one log line
@@ -30,21 +30,15 @@ import time
 from dataclasses import dataclass
 
 import click
-
-from billing.config import env_int
 import structlog
+
+from billing.config import DEFAULT_WORKER_PROCESSES, DEFAULT_WORKER_TIMEOUT_MS
 
 log = structlog.get_logger(__name__)
 
-#: Worker processes when neither --processes nor WORKER_PROCESSES says.
-DEFAULT_PROCESSES = 2
 #: Threads per process when neither --threads nor WORKER_THREADS says (the
-#: Procfile's default; the embedded mode's own default is Settings.worker_threads).
+#: Procfile's default; the embedded mode has its own, EMBEDDED_WORKER_THREADS).
 DEFAULT_THREADS = 8
-#: How often (ms) a worker releases due delayed messages when
-#: DRAMATIQ_WORKER_TIMEOUT is unset: Dramatiq's own 1000 makes sends late by up
-#: to a second and bunches them.
-DEFAULT_WORKER_TIMEOUT_MS = 100
 #: Seconds a child gets to finish its messages on stop before it is killed
 #: (below the 30 s most process managers allow before their own SIGKILL).
 DEFAULT_STOP_TIMEOUT_SECONDS = 25.0
@@ -65,13 +59,6 @@ PR_SET_PDEATHSIG = 1
 #: stdlib log lines (Dramatiq's own) of a child: several processes share one
 #: stream, so each line names its process.
 CHILD_LOG_FORMAT = "[%(asctime)s] [PID %(process)d] [%(threadName)s] [%(name)s] [%(levelname)s] %(message)s"
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return env_int(name, default)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 def _describe_exit(returncode: int) -> str:
@@ -208,7 +195,7 @@ def child_command(*, threads: int, queues: tuple[str, ...], worker_timeout_ms: i
 
 @click.command("worker")
 @click.option("--processes", type=click.IntRange(min=1), default=None,
-              help=f"Worker processes (default WORKER_PROCESSES or {DEFAULT_PROCESSES}).")
+              help=f"Worker processes (default WORKER_PROCESSES or {DEFAULT_WORKER_PROCESSES}).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help=f"Threads per process (default WORKER_THREADS or {DEFAULT_THREADS}).")
 @click.option("-Q", "--queues", multiple=True,
@@ -219,12 +206,12 @@ def worker(processes, threads, queues, stop_timeout) -> None:
     """The production worker: N Dramatiq worker processes, each replaced when it dies."""
     from billing_cli.main import preflight
 
-    # Logging, and one readable line (not N crash-looping children) for a
-    # database that is unreachable, missing or not upgraded.
-    preflight()
-    processes = processes or _env_int("WORKER_PROCESSES", DEFAULT_PROCESSES)
-    threads = threads or _env_int("WORKER_THREADS", DEFAULT_THREADS)
-    worker_timeout_ms = _env_int("DRAMATIQ_WORKER_TIMEOUT", _env_int("dramatiq_worker_timeout", DEFAULT_WORKER_TIMEOUT_MS))
+    # The settings, logging, and one readable line (not N crash-looping
+    # children) for a database that is unreachable, missing or not upgraded.
+    settings = preflight()
+    processes = processes or settings.worker_processes
+    threads = threads or settings.worker_threads or DEFAULT_THREADS
+    worker_timeout_ms = settings.worker_timeout_ms
     names = tuple(name.strip() for item in queues for name in item.split(",") if name.strip())
     _check_queues(names)
     supervisor = Supervisor(
@@ -241,9 +228,9 @@ def _check_queues(names: tuple[str, ...]) -> None:
     """Refuse unknown queue names before starting children that would fail."""
     if not names:
         return
-    from tasks import actors
+    from tasks.registry import queue_names
 
-    known = {actors.DISPATCH_QUEUE, actors.SEND_QUEUE, actors.MAINTENANCE_QUEUE, actors.CALLBACKS_QUEUE}
+    known = set(queue_names())
     unknown = sorted(set(names) - known)
     if unknown:
         raise click.UsageError(f"unknown queue(s) {', '.join(unknown)}; the queues are {', '.join(sorted(known))}")
@@ -263,7 +250,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def run_child(*, threads: int, queues: list[str], worker_timeout_ms: int, stop_timeout: float, parent: int) -> int:
-    """One worker process: what ``dramatiq tasks --processes 1`` runs in its
+    """One worker process: what ``dramatiq tasks.worker --processes 1`` runs in its
     worker process, without a master that would stop with it.
 
     Parameters:
@@ -284,27 +271,28 @@ def run_child(*, threads: int, queues: list[str], worker_timeout_ms: int, stop_t
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
     _die_with_parent(parent)
-    # Before ``import tasks`` configures logging (its basicConfig then keeps
+    # Before ``tasks.setup()`` configures logging (its basicConfig then keeps
     # this format for the stdlib loggers, Dramatiq's among them).
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=CHILD_LOG_FORMAT)
 
     import dramatiq
 
-    import tasks  # reads the environment, connects the database, declares the actors
+    import tasks
 
-    unknown = set(queues) - tasks.broker.get_declared_queues()
+    broker = tasks.setup().broker  # settings from the environment, as the supervisor's
+    unknown = set(queues) - broker.get_declared_queues()
     if unknown:
         log.error("unknown queues", queues=sorted(unknown))
         return EXIT_USAGE
-    tasks.broker.emit_after("process_boot")
-    worker = dramatiq.Worker(tasks.broker, queues=set(queues) or None, worker_threads=threads,
+    broker.emit_after("process_boot")
+    worker = dramatiq.Worker(broker, queues=set(queues) or None, worker_threads=threads,
                              worker_timeout=worker_timeout_ms)
     worker.start()
     log.info("worker process ready", threads=threads, queues=sorted(queues) or "all")
     stopping.wait()
     # Leave the supervisor a moment to see the exit before its own deadline.
     worker.stop(timeout=int(max(1.0, stop_timeout - 2) * 1000))
-    tasks.broker.close()
+    broker.close()
     return 0
 
 

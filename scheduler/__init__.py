@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -24,9 +24,9 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from dramatiq.errors import BrokerConnectionError
 from peewee import InterfaceError, OperationalError
 
-from billing.config import Settings
 from billing.adapters.db import database
 from billing.adapters.models import Instance
+from billing.config import Settings
 from scheduler.leader import Leadership, Watchdog
 
 log = structlog.get_logger(__name__)
@@ -44,7 +44,7 @@ def enqueue_recovery() -> int:
     Returns:
       Messages enqueued.
     """
-    from tasks import recover  # the worker setup reads the environment on import
+    from tasks import recover  # sent on the broker tasks.setup() wired
 
     recover.send()
     return 1
@@ -111,23 +111,21 @@ def guarded_job(func: Callable[[], int], *, name: str, watchdog: Watchdog | None
     return run
 
 
-def build_scheduler(*, blocking: bool, settings: Settings | None = None,
-                    watchdog: Watchdog | None = None) -> BaseScheduler:
+def build_scheduler(*, blocking: bool, settings: Settings, watchdog: Watchdog | None = None) -> BaseScheduler:
     """The scheduler with every job added.
 
     Parameters:
       blocking: True for a scheduler that runs in the calling thread, False
         for a background thread.
-      settings: intervals (default: from the environment).
+      settings: intervals.
       watchdog: the production leader's watchdog: each job checks the lock
         first, reports the broker's state, and the first runs start at once
         (a new leader does not wait an interval for lost work).
     """
-    settings = settings or Settings.from_env()
     scheduler = BlockingScheduler() if blocking else BackgroundScheduler(daemon=True)
-    common = dict(trigger="interval", max_instances=1, coalesce=True)
+    common = {"trigger": "interval", "max_instances": 1, "coalesce": True}
     if watchdog is not None:
-        common["next_run_time"] = datetime.now(timezone.utc)
+        common["next_run_time"] = datetime.now(UTC)
     scheduler.add_job(guarded_job(enqueue_recovery, name="recover", watchdog=watchdog),
                       seconds=settings.recovery_interval_seconds, id="recover", **common)
     scheduler.add_job(guarded_job(enqueue_health_checks, name="health", watchdog=watchdog),
@@ -152,10 +150,11 @@ class SchedulerProcess:
 
     def run(self) -> None:
         """Lead whenever possible until stopped; returns after a clean stop."""
-        import tasks  # the broker the jobs enqueue on; reads the environment
+        import tasks
         from tasks.middleware import HeartbeatThread
 
-        self._broker = tasks.broker
+        # The broker the jobs enqueue on (a no-op when the CLI wired it already).
+        self._broker = tasks.setup(settings=self.settings).broker
         heartbeat = HeartbeatThread(kind="scheduler", info={"leader": False, "pid": os.getpid()})
         heartbeat.start()
         try:

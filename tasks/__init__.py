@@ -1,28 +1,21 @@
-"""Dramatiq broker and actors. ``dramatiq tasks`` runs them in a worker.
+"""Dramatiq actors, and the one call that wires a process to run or send them.
 
-Importing this package reads the environment (DATABASE_URL, BROKER_URL),
-connects the database and declares the actors on the chosen broker, so a
-worker process, the web process and another Python service all get the same
-setup from ``import tasks``.
+Importing this package only declares the actors: it reads no environment,
+configures no logging, binds no database and sets no global broker. A process
+that sends or runs them calls :func:`setup` first::
+
+    import tasks
+    tasks.setup()                    # settings from the environment
+    tasks.start_queue(queue_id)
+
+Workers run them with ``billing worker`` (or ``dramatiq tasks.worker``).
+Everything exported here comes from :mod:`tasks.actors`: a new actor is
+declared there and nowhere else.
 """
 from __future__ import annotations
 
-from billing.config import Settings
-from billing.adapters.db import connect
-from billing.logconfig import configure_logging
-from tasks.broker import build_broker
+from tasks import actors
+from tasks.actors import *  # noqa: F401,F403  (the actors and enqueue helpers; actors.__all__)
+from tasks.wiring import Wiring, setup
 
-settings = Settings.from_env()
-configure_logging(log_format=settings.log_format, level=settings.log_level)
-connect(settings.database_url)
-broker = build_broker(settings)
-
-from tasks.actors import (  # noqa: E402  (actors need the broker first)
-    auto_reply, check_instance, deliver_callback, dispatch, enqueue_auto_replies, enqueue_callbacks, recover,
-    jobs, send_contact, start_queue,
-)
-
-__all__ = [
-    "auto_reply", "broker", "check_instance", "enqueue_auto_replies", "deliver_callback", "dispatch", "enqueue_callbacks", "recover", "send_contact",
-    "jobs", "settings", "start_queue",
-]
+__all__ = [*actors.__all__, "Wiring", "setup"]

@@ -1,7 +1,7 @@
 """The actors. Each is thin: it calls billing/ and enqueues what that says.
 
 Actors live on separate queues so ops can size workers per queue and a slow
-queue never starves another: ``dramatiq tasks -Q send --threads 16``.
+queue never starves another: ``billing worker -Q send --threads 16``.
 """
 from __future__ import annotations
 
@@ -14,12 +14,20 @@ import structlog
 from peewee import InterfaceError, OperationalError
 
 from billing import callbacks, health, inbound, recovery, sending
-from billing.clock import utcnow
-from billing.config import Settings
+from billing import dispatch as dispatching  # `dispatch` is the actor below
 from billing.adapters.models import Instance
 from billing.adapters.providers import GatewayError
+from billing.clock import utcnow
+from billing.config import Settings
+from tasks.registry import REGISTRY
 
 log = structlog.get_logger(__name__)
+
+#: Dramatiq's decorator, declaring on tasks.registry.REGISTRY: importing this
+#: module sets no global broker and connects nowhere; tasks.setup() moves the
+#: actors to the process's broker. (Plain ``dramatiq.actor`` would create a
+#: global RabbitMQ broker at import.)
+actor = functools.partial(dramatiq.actor, broker=REGISTRY)
 
 DISPATCH_QUEUE = "dispatch"
 SEND_QUEUE = "send"
@@ -87,14 +95,18 @@ def _waits_out_database_outages(fn):
     return wrapper
 
 
-_settings = Settings.from_env()
+#: What the actors read of the process settings (dispatch horizon and batch,
+#: claim timeout, send retry backoff): the defaults until tasks.setup() calls
+#: :func:`configure`. database_url is given only so that no default is looked
+#: up in the environment; the actors do not use it.
+_settings = Settings(database_url="")
 
 
-@dramatiq.actor(queue_name=DISPATCH_QUEUE, retry_when=_retry_when, min_backoff=1_000, max_backoff=60_000)
+@actor(queue_name=DISPATCH_QUEUE, retry_when=_retry_when, min_backoff=1_000, max_backoff=60_000)
 @_waits_out_database_outages
 def dispatch(queue_id: str) -> None:
     """Book the queue's next send slots and enqueue their sends."""
-    plan = sending.plan_dispatch(
+    plan = dispatching.plan_dispatch(
         queue_id,
         horizon=timedelta(seconds=_settings.dispatch_horizon_seconds),
         batch_size=_settings.dispatch_batch_size,
@@ -107,7 +119,7 @@ def dispatch(queue_id: str) -> None:
     finally:
         # Bookings left unmarked (the broker failed mid-batch) are given back
         # by recovery within seconds, not after their slots have aged.
-        sending.mark_enqueued(published)
+        dispatching.mark_enqueued(published)
     enqueue_callbacks(plan.callbacks)
     if plan.next_dispatch_in is not None:
         dispatch.send_with_options(args=(queue_id,), delay=int(plan.next_dispatch_in * 1000))
@@ -115,7 +127,7 @@ def dispatch(queue_id: str) -> None:
         log.info("dispatched", queue_id=queue_id, sends=len(plan.sends), next_in=plan.next_dispatch_in)
 
 
-@dramatiq.actor(
+@actor(
     queue_name=SEND_QUEUE,
     retry_when=_retry_when,
     # A transient failure is retried after a backoff growing between these
@@ -170,7 +182,7 @@ def _publish_send(contact_id: int, slot: datetime | None, *, delay: float | None
     send_contact.send_with_options(args=args, delay=int(delay * 1000) or None)
 
 
-@dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=0)
+@actor(queue_name=MAINTENANCE_QUEUE, max_retries=0)
 @_skips_database_outages
 def recover() -> None:
     """Find lost or stuck work and the pauses whose time is over; dispatch them."""
@@ -185,7 +197,7 @@ def recover() -> None:
                  released_claims=found.released_claims)
 
 
-@dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=60_000)
+@actor(queue_name=MAINTENANCE_QUEUE, max_retries=0, time_limit=60_000)
 @_skips_database_outages
 def check_instance(instance_id: int) -> None:
     """Ask the gateway for the instance's connection state and apply it."""
@@ -196,7 +208,7 @@ def check_instance(instance_id: int) -> None:
         dispatch.send(queue_id)
 
 
-@dramatiq.actor(queue_name=CALLBACKS_QUEUE, retry_when=_retry_when, min_backoff=1_000, max_backoff=60_000, time_limit=60_000)
+@actor(queue_name=CALLBACKS_QUEUE, retry_when=_retry_when, min_backoff=1_000, max_backoff=60_000, time_limit=60_000)
 @_waits_out_database_outages
 def deliver_callback(delivery_id: str) -> None:
     """POST one signed event to the caller; schedule the next try if it failed."""
@@ -205,7 +217,7 @@ def deliver_callback(delivery_id: str) -> None:
         deliver_callback.send_with_options(args=(delivery_id,), delay=int(report.retry_in * 1000))
 
 
-@dramatiq.actor(queue_name=SEND_QUEUE, retry_when=_retry_when, min_backoff=5_000, max_backoff=60_000)
+@actor(queue_name=SEND_QUEUE, retry_when=_retry_when, min_backoff=5_000, max_backoff=60_000)
 @_waits_out_database_outages
 def auto_reply(inbound_id: int) -> None:
     """Answer a customer's payment question with their PIX code or link."""
@@ -242,3 +254,23 @@ class _Jobs:
 
 
 jobs = _Jobs()
+
+
+def configure(settings: Settings) -> None:
+    """Run the actors with ``settings`` (tasks.setup() calls it).
+
+    Parameters:
+      settings: the process settings.
+    """
+    global _settings
+    _settings = settings
+    # Dramatiq's Retries middleware reads an actor's backoff from its options
+    # at each failure, so this applies to messages already in flight too.
+    send_contact.options.update(min_backoff=settings.send_retry_min_backoff_ms,
+                                max_backoff=settings.send_retry_max_backoff_ms)
+
+
+#: What ``from tasks.actors import *`` (and so the ``tasks`` package) exports:
+#: every actor declared above, found on the registry, and the enqueue helpers.
+__all__ = [*(declared.actor_name for declared in REGISTRY.actors.values()),
+           "enqueue_auto_replies", "enqueue_callbacks", "jobs", "start_queue"]

@@ -234,7 +234,9 @@ def with_connection_timeouts(url: str) -> str:
 
 
 def build_broker(settings: Settings) -> dramatiq.Broker:
-    """Create the broker ``settings`` ask for and make it Dramatiq's global one.
+    """Create the broker ``settings`` ask for, with the middleware; it holds
+    no actor yet and is not Dramatiq's global one (:func:`tasks.setup` does
+    both). Nothing connects until the broker is used.
 
     Parameters:
       settings: BROKER_URL empty means the embedded StubBroker.
@@ -252,5 +254,4 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker.add_middleware(DatabaseConnection())
     broker.add_middleware(LogContext())
     broker.add_middleware(WorkerHeartbeat())
-    dramatiq.set_broker(broker)
     return broker

@@ -20,16 +20,18 @@ from typing import Protocol
 import structlog
 from flask import Flask, g, jsonify, request
 
-from billing.config import Settings
 from billing.adapters.db import database
+from billing.adapters.providers import mask_webhook_secrets
+from billing.config import Settings
 from billing.errors import DATABASE_RETRY_AFTER_SECONDS, SchemaNotUpgraded, database_problem, require_current_schema
-from web.api import PREFIXES, bp as api_bp
+from web.admin import bp as admin_bp
+from web.api import PREFIXES
+from web.api import bp as api_bp
+from web.docs import bp as docs_bp
 from web.errors import error_response, rate_headers, register_error_handlers
 from web.openapi import operation
 from web.responses import Liveness, Readiness
 from web.webhooks import bp as webhooks_bp
-from web.admin import bp as admin_bp
-from web.docs import bp as docs_bp
 
 log = structlog.get_logger(__name__)
 
@@ -54,16 +56,15 @@ DOCS_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none
 #: A caller's X-Request-ID is kept when it looks like an id (it ends up in logs).
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
-#: Webhook URLs carry the instance's secret: never in a log line.
-_WEBHOOK_SECRET_PATH = re.compile(r"^(/webhooks/(?:evolution|waha)/\d+/).+$")
-
 
 def _request_id(given: str) -> str:
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
 def mask_path(path: str) -> str:
-    return _WEBHOOK_SECRET_PATH.sub(r"\1***", path)
+    """The request path as logged: webhook URLs carry the instance's secret,
+    masked with the pattern each provider declares."""
+    return mask_webhook_secrets(path)
 
 
 #: Bodies above this are refused with 413 before being read. 10,000 contacts
@@ -165,13 +166,15 @@ def create_app(settings: Settings | None = None, *, jobs: Jobs | None = None) ->
 
     Parameters:
       settings: process settings (default: from the environment).
-      jobs: where work is enqueued (default: ``tasks.jobs``, the configured broker).
+      jobs: where work is enqueued (default: ``tasks.jobs``, after
+        ``tasks.setup`` wired logging, the database and the broker from
+        ``settings``). A caller that passes its own wires the database itself.
     """
     settings = settings or Settings.from_env()
     if jobs is None:
-        import tasks  # declares the actors on the configured broker
+        import tasks
 
-        jobs = tasks.jobs
+        jobs = tasks.setup(settings=settings).jobs
     app = Flask(__name__, static_folder=None)  # an API: no static files to serve
     app.config.update(SETTINGS=settings, JOBS=AfterCommitJobs(jobs), MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
     app.json.ensure_ascii = False

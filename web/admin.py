@@ -7,8 +7,17 @@ from flask import Blueprint, g, jsonify, request
 
 from billing import admin, tenants
 from billing.admin_schemas import (
-    ApiKeyCreate, CallbacksQuery, CampaignsQuery, InstanceCreate, InstancePatch, PreviewRequest, SettingsPatch,
-    StatsQuery, TemplateCreate, TemplatePatch, TenantCreate,
+    ApiKeyCreate,
+    CallbacksQuery,
+    CampaignsQuery,
+    InstanceCreate,
+    InstancePatch,
+    PreviewRequest,
+    SettingsPatch,
+    StatsQuery,
+    TemplateCreate,
+    TemplatePatch,
+    TenantCreate,
 )
 from billing.callback_log import deliveries
 from billing.errors import Forbidden, InvalidRequest
@@ -18,7 +27,7 @@ from web.openapi import operation
 
 bp = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
 
-ADMIN = dict(auth="admin", errors=(401, 404, 422))
+ADMIN = {"auth": "admin", "errors": (401, 404, 422)}
 
 
 def _body(model):
@@ -29,7 +38,7 @@ def _body(model):
 
 
 def _query(model):
-    return parse(model, {k: v for k, v in request.args.items()})
+    return parse(model, dict(request.args.items()))
 
 
 def _tenant():

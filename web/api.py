@@ -5,13 +5,20 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from billing import campaigns, contacts, queues
 from billing.apikeys import check_type_allowed
+from billing.domain import message_types
 from billing.errors import InvalidRequest, NotFound
 from billing.schemas import ControlRequest, SendRequest, parse
-from billing.domain.states import TemplateType
 from web.auth import api_key_required
 from web.openapi import operation
 from web.responses import (
-    CampaignPath, ContactsPage, ContactsQuery, ControlResponse, QueuePath, QueueStatus, SendPath, SendResponse,
+    CampaignPath,
+    ContactsPage,
+    ContactsQuery,
+    ControlResponse,
+    QueuePath,
+    QueueStatus,
+    SendPath,
+    SendResponse,
 )
 
 bp = Blueprint("billing_api", __name__)
@@ -30,15 +37,17 @@ def json_body() -> dict:
 @bp.post("/send/<template_type>")
 @operation(summary="Create a campaign and queue its reminders", tags=("billing",), path=SendPath, body=SendRequest,
            response=SendResponse, errors=(403, 404, 409, 413, 422),
-           description="One path for the three message types. A body that does not validate is refused whole (422, "
+           description="One path for every message type. A body that does not validate is refused whole (422, "
            "every problem in errors); a contact whose data is unusable (invalid phone, duplicate phone, missing "
            "template variable) is rejected alone and listed in rejected; the others are queued. An external_id "
            "already used answers 409 with the existing campaign's ids.")
 @api_key_required
 def send(template_type: str):
-    """One code path for send/overdue, send/upcoming and send/notification."""
-    if template_type not in TemplateType.ALL:
-        raise NotFound(f"unknown message type '{template_type}'; use {', '.join(TemplateType.ALL)}")
+    """One code path for every declared message type (send/overdue, send/upcoming, send/notification...)."""
+    try:
+        message_types.get(template_type)
+    except InvalidRequest as exc:
+        raise NotFound(str(exc)) from None  # the URL names no resource
     check_type_allowed(g.api_key, template_type)
     created = campaigns.create_campaign(
         g.tenant,

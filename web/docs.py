@@ -27,12 +27,14 @@ STYLE = """
 body{font:15px/1.5 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:1em 2em;color:#1d2330}
 h1{margin-bottom:.2em}h2{border-bottom:2px solid #dde3ea;padding-bottom:.2em;margin-top:2em}
 section.op{border:1px solid #dde3ea;border-radius:6px;padding:.4em 1em 1em;margin:1.2em 0}
-.method{display:inline-block;min-width:4.5em;text-align:center;border-radius:4px;color:#fff;font-weight:600;padding:0 .4em;margin-right:.5em}
+.method{display:inline-block;min-width:4.5em;text-align:center;border-radius:4px;color:#fff;font-weight:600;
+padding:0 .4em;margin-right:.5em}
 .get{background:#2f7d32}.post{background:#1e63b5}.patch{background:#8a5a00}.put{background:#6a3fb5}.delete{background:#b3261e}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13px}
 pre{background:#f5f7fa;border:1px solid #e3e7ee;border-radius:4px;padding:.6em;overflow:auto;max-height:28em}
 .text{white-space:pre-wrap;font-family:inherit;font-size:inherit;background:none;border:0;padding:0;max-height:none}
-table{border-collapse:collapse;width:100%;margin:.4em 0}th,td{border:1px solid #e3e7ee;padding:.25em .5em;text-align:left;vertical-align:top}
+table{border-collapse:collapse;width:100%;margin:.4em 0}
+th,td{border:1px solid #e3e7ee;padding:.25em .5em;text-align:left;vertical-align:top}
 th{background:#f5f7fa}.muted{color:#5b6472}nav ul{columns:2}
 """
 

@@ -18,10 +18,10 @@ import peewee
 import structlog
 from flask import Response, request
 
-from billing.clock import utcnow
 from billing.adapters.db import write_transaction
-from billing.errors import BillingError, Conflict, InvalidRequest, database_problem
 from billing.adapters.models import ApiKey, IdempotencyRecord
+from billing.clock import utcnow
+from billing.errors import BillingError, Conflict, InvalidRequest, database_problem
 from web.errors import error_response
 
 log = structlog.get_logger(__name__)

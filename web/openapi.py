@@ -20,13 +20,19 @@ import http
 import importlib.metadata
 import inspect
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from werkzeug.routing import Rule
 from werkzeug.routing.converters import (
-    AnyConverter, IntegerConverter, NumberConverter, PathConverter, UUIDConverter,
+    AnyConverter,
+    IntegerConverter,
+    NumberConverter,
+    PathConverter,
+    UUIDConverter,
 )
 
+from billing.adapters.providers import PROVIDERS
 from web.idempotency import IN_FLIGHT_TIMEOUT
 
 #: Attribute under which :func:`operation` stores a view's description.
@@ -108,9 +114,13 @@ ERROR_MEANINGS = {
     "to retry. Work already saved is never answered with an error: a broker that is down does not fail a request.",
 }
 
+#: Where the texts below name the gateways, filled from the provider registry
+#: when the document is built.
+GATEWAYS = "{gateways}"
+
 TAG_DESCRIPTIONS = {
     "billing": "The ERP-facing API: send reminders, follow and control their queues.",
-    "webhooks": "Where the WhatsApp gateways (Evolution API, WAHA) post their events.",
+    "webhooks": "Where the WhatsApp gateways ({gateways}) post their events.",
     "admin": "The tenant's administration: API keys, templates, instances, campaigns, settings, stats.",
     "operator": "The operator's administration of tenants.",
     "operations": "Probes for the process manager: liveness and readiness.",
@@ -119,8 +129,8 @@ TAG_DESCRIPTIONS = {
 DESCRIPTION = """Billing reminders over WhatsApp for Brazilian businesses: paced, business-hours aware, tracked end to end.
 
 * **Authentication**: the ERP API takes the tenant's key in `X-Billing-API-Key`; the admin API takes
-  `Authorization: Bearer <token>`; gateways' webhooks are authenticated by a secret in their URL (Evolution)
-  or an HMAC signature of the body (WAHA).
+  `Authorization: Bearer <token>`; gateways' webhooks ({gateways}) are authenticated by the instance's secret
+  in their URL, and by a signature of the body where the gateway sends one.
 * **Errors** are always JSON: `{"success": false, "message": "...", "errors": [...]}`.
 * **Legacy prefix**: every `/api/v1/billing/...` route also answers on `/api/billing/v1/billing/...` (the seed's
   prefix); each operation lists its aliases in `x-aliases`.
@@ -385,13 +395,18 @@ class _Builder:
                 tags += [t for t in spec["tags"] if t not in tags]
         return {
             "openapi": OPENAPI_VERSION,
-            "info": {"title": TITLE, "version": _version(), "description": DESCRIPTION},
+            "info": {"title": TITLE, "version": _version(), "description": _with_gateways(DESCRIPTION)},
             "servers": [{"url": "/"}],
-            "tags": [{"name": t, **({"description": TAG_DESCRIPTIONS[t]} if t in TAG_DESCRIPTIONS else {})}
+            "tags": [{"name": t, **({"description": _with_gateways(TAG_DESCRIPTIONS[t])} if t in TAG_DESCRIPTIONS else {})}
                      for t in tags],
             "paths": paths,
             "components": {"schemas": dict(sorted(self.schemas.items())), "securitySchemes": SECURITY_SCHEMES},
         }
+
+
+def _with_gateways(text: str) -> str:
+    """``text`` naming the registered gateways that post webhooks where it says ``{gateways}``."""
+    return text.replace(GATEWAYS, ", ".join(p.label for p in PROVIDERS.values() if p.webhook is not None))
 
 
 def _error_model() -> type:

@@ -10,33 +10,31 @@ the same reason.
 
 The module also holds the few *inputs* that billing/schemas.py does not model
 because the views read them by hand: the query string of the contacts list and
-the path parameters, and the gateways' webhook envelopes (which are accepted
-whatever they hold: they are documented so callers and the fuzzer know the
-events that do something).
+the path parameters. The gateways' webhook envelopes are declared with their
+providers (billing/adapters/providers/*: ``Webhook.body``).
 """
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Optional, Union
+from typing import Literal, Optional, Union
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from billing.adapters.providers.registry import drop_null_defaults
 from billing.contacts import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from billing.domain.states import ContactStatus, QueueStatus as QueueStates, TemplateType
+from billing.domain.states import ContactStatus
+from billing.domain.states import QueueStatus as QueueStates
+from billing.schemas import MessageTypeName
 
 QueueStatusName = Literal[QueueStates.ALL]  # type: ignore[valid-type]
 ContactStatusName = Literal[ContactStatus.ALL]  # type: ignore[valid-type]
-TemplateTypeName = Literal[TemplateType.ALL]  # type: ignore[valid-type]
 Timestamp = Optional[datetime]
 
 
-def _no_null_defaults(schema: dict, model: type) -> None:
-    """An optional field here is one that may be absent, never null: drop the
-    ``default: null`` pydantic writes for it."""
-    for prop in schema.get("properties", {}).values():
-        if "default" in prop and prop["default"] is None:
-            del prop["default"]
+#: An optional field here is one that may be absent, never null (the same
+#: rule as the gateways' webhook bodies declared with their providers).
+_no_null_defaults = drop_null_defaults
 
 
 class _Answer(BaseModel):
@@ -73,7 +71,7 @@ class Error(_Answer):
     )
     billing_campaign_id: UUID = Field(None, description="409 on send: the campaign that already has this external_id.")
     queue_id: UUID = Field(None, description="409 on send: that campaign's queue.")
-    checks: "ReadinessChecks" = Field(None, description="503 on /readyz: the state of each dependency.")
+    checks: ReadinessChecks = Field(None, description="503 on /readyz: the state of each dependency.")
 
 
 # --- the ERP API -------------------------------------------------------------
@@ -203,75 +201,6 @@ class WebhookAck(_Answer):
     events: int = Field(ge=0, description="Events acted on (acks, replies, connection changes).")
 
 
-class _Open(BaseModel):
-    """Gateways send more than we read: extra fields are allowed and ignored."""
-
-    model_config = ConfigDict(extra="allow", json_schema_extra=_no_null_defaults)
-
-
-class EvolutionKey(_Open):
-    remoteJid: str = Field(None, description="The chat: <digits>@s.whatsapp.net for a person.")
-    fromMe: bool = Field(None, description="True for the messages we sent.")
-    id: str = Field(None, description="The message id.")
-
-
-class EvolutionMessage(_Open):
-    conversation: str = Field(None, description="The text of a plain message.")
-
-
-class EvolutionData(_Open):
-    key: EvolutionKey = Field(None, description="messages.upsert: which message.")
-    message: EvolutionMessage = Field(None, description="messages.upsert: its content.")
-    keyId: str = Field(None, description="messages.update: the message id.")
-    fromMe: bool = Field(None, description="messages.update: whether we sent the message.")
-    status: Union[str, int] = Field(
-        None, description="messages.update: SERVER_ACK, DELIVERY_ACK, READ, PLAYED, ERROR (or their codes 0-5)."
-    )
-    state: str = Field(None, description="connection.update: open, connecting, close or refused.")
-
-
-class EvolutionWebhook(_Open):
-    """The envelope Evolution API posts for each event."""
-
-    event: Literal["messages.upsert", "messages.update", "connection.update", "remove.instance", "instance.delete",
-                   "logout.instance", "MESSAGES_UPSERT", "MESSAGES_UPDATE", "CONNECTION_UPDATE", "REMOVE_INSTANCE",
-                   "INSTANCE_DELETE", "LOGOUT_INSTANCE"] = Field(
-        None, description="The event; remove.instance, instance.delete and logout.instance take the instance down "
-        "at once; others are acknowledged and ignored."
-    )
-    instance: str = Field(
-        None, description="The gateway's instance name: must be the name this URL's instance has (else 403)."
-    )
-    data: Optional[Union[EvolutionData, list[EvolutionData]]] = Field(
-        None, description="The event's data (one or a list; null for remove.instance)."
-    )
-
-
-class WahaPayload(_Open):
-    id: str = Field(None, description="The message id.")
-    fromMe: bool = Field(None, description="True for the messages we sent.")
-    to: str = Field(None, description="message.ack: the recipient.")
-    body: str = Field(None, description="message: the text.")
-    ack: int = Field(None, description="message.ack: -1 error, 1 server, 2 device, 3 read, 4 played.")
-    ackName: str = Field(None, description="message.ack: ERROR, PENDING, SERVER, DEVICE, READ, PLAYED.")
-    status: str = Field(None, description="session.status: WORKING, STARTING, SCAN_QR_CODE, STOPPED, FAILED.")
-    # "from" is a keyword: declared through an alias.
-    from_: str = Field(None, alias="from", description="message: the sender, <digits>@c.us for a person.")
-
-
-class WahaWebhook(_Open):
-    """The envelope WAHA posts for each event."""
-
-    id: str = Field(None, description="The event id (WAHA Plus; Core 2024.10 sends none).")
-    event: Literal["message", "message.any", "message.ack", "session.status"] = Field(
-        None, description="The event; others are acknowledged and ignored."
-    )
-    session: str = Field(
-        None, description="The WAHA session name: must be the session this URL's instance uses (else 403)."
-    )
-    payload: WahaPayload = Field(None, description="The event's data.")
-
-
 # --- inputs the views read by hand --------------------------------------------
 
 class _Params(BaseModel):
@@ -279,7 +208,7 @@ class _Params(BaseModel):
 
 
 class SendPath(_Params):
-    template_type: TemplateTypeName = Field(description="The kind of message; each has its own template.")
+    template_type: MessageTypeName = Field(description="The kind of message; each has its own template.")
 
 
 class QueuePath(_Params):
@@ -296,44 +225,18 @@ class ContactsQuery(_Params):
     status: ContactStatusName = Field(None, description="Only contacts in this state.")
 
 
-class EvolutionPath(_Params):
+class WebhookPath(_Params):
     instance_id: int = Field(ge=0, description="The instance's id (in its webhook URL).")
     secret: str = Field(description="The instance's webhook secret (in its webhook URL).")
 
 
-class EvolutionEventPath(EvolutionPath):
+class WebhookEventPath(WebhookPath):
     event: str = Field(
         min_length=1, pattern="^[^/]+$",
-        description="With 'Webhook by Events' on, the event's name Evolution appends (connection-update, "
-        "messages-upsert, messages-update, ...); the body's event decides.",
+        description="The event's name the gateway appends to the configured URL (Evolution's 'Webhook by Events': "
+        "connection-update, messages-upsert, ...); the body's event decides.",
     )
 
 
-class WahaPath(_Params):
+class SignedWebhookPath(_Params):
     instance_id: int = Field(ge=0, description="The instance's id (in its webhook URL).")
-
-
-class WahaSecretPath(_Params):
-    instance_id: int = Field(ge=0, description="The instance's id (in its webhook URL).")
-    secret: str = Field(description="The instance's webhook secret (in its webhook URL).")
-
-
-class WahaSecretHeaders(_Params):
-    x_webhook_hmac: str = Field(
-        None, alias="X-Webhook-Hmac",
-        description="Hex HMAC-SHA512 of the raw body, keyed with the instance's webhook secret: verified when sent "
-        "(WAHA Plus), required when the instance's options set require_hmac. WAHA Core sends none.",
-    )
-    x_webhook_hmac_algorithm: Literal["sha512"] = Field(
-        None, alias="X-Webhook-Hmac-Algorithm", description="sha512 when sent."
-    )
-
-
-class WahaHeaders(_Params):
-    x_webhook_hmac: str = Field(
-        alias="X-Webhook-Hmac",
-        description="Hex HMAC-SHA512 of the raw body, keyed with the instance's webhook secret.",
-    )
-    x_webhook_hmac_algorithm: Literal["sha512"] = Field(
-        None, alias="X-Webhook-Hmac-Algorithm", description="sha512 when sent."
-    )

@@ -1,41 +1,61 @@
-"""Webhook endpoints the gateways post to, one per instance.
+"""Webhook endpoints the gateways post to, one URL per instance.
 
-Neither Evolution nor WAHA Core 2024.10 signs its webhooks, so each instance's
-secret is part of the URL configured on the gateway (``billing instance show``
-prints it). WAHA builds that sign (Plus, newer versions) send X-Webhook-Hmac,
-the HMAC-SHA512 of the raw body keyed with the same secret: it is verified
-when it comes, and always when the instance's options say ``require_hmac``.
-The old ``/webhooks/waha/<id>`` URL still works for signed bodies only.
+One view serves every provider: ``/webhooks/<provider>/<instance_id>/<secret>``,
+plus ``.../<secret>/<event>`` for providers whose gateway appends the event's
+name (Evolution's "Webhook by Events") and ``/webhooks/<provider>/<instance_id>``
+for providers whose gateway signs its bodies (WAHA's former URL, signed bodies
+only). The URLs are added from the provider registry when the blueprint is
+registered on an app, each documented with its provider's body and headers; a
+URL a provider does not declare stays a 404. How a request is authenticated
+and what its body means are the provider's rules
+(billing/adapters/providers/webhooks.py).
 
-Evolution's "Webhook by Events" appends the event's name to the URL
-(``.../connection-update``); the body's ``event`` field decides what it is.
-A body that names another instance or session than the URL's is refused
-(403): a secret leaked with one instance's URL cannot speak for another.
 Handling is idempotent (gateways retry), and a body we do not understand is
 acknowledged, not failed, so a gateway does not retry it forever.
 """
 from __future__ import annotations
 
-import hmac
+from collections.abc import Callable
+from typing import Optional
 
 from flask import Blueprint, current_app, jsonify, request
 
 from billing import inbound
-from billing.admin_schemas import MAX_ID
-from billing.errors import Forbidden, NotFound, Unauthorized
 from billing.adapters.models import Instance
-from billing.adapters.providers import gateway_for
-from billing.adapters.providers.waha import requires_hmac, verify_waha_signature, webhook_signature_ok
+from billing.adapters.providers import PROVIDERS, Provider, webhooks
+from billing.adapters.providers.registry import WebhookDoc
+from billing.admin_schemas import MAX_ID
+from billing.errors import NotFound
 from web.openapi import operation
-from web.responses import (
-    EvolutionEventPath, EvolutionPath, EvolutionWebhook, WahaHeaders, WahaPath, WahaSecretHeaders, WahaSecretPath,
-    WahaWebhook, WebhookAck,
-)
+from web.responses import SignedWebhookPath, WebhookAck, WebhookEventPath, WebhookPath
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 #: The statuses a webhook view may answer besides 200 (documented).
 WEBHOOK_ERRORS = (401, 403, 404, 413)
+
+
+def receive(provider: Provider, instance_id: int, secret: Optional[str]):
+    """Authenticate one webhook request for ``provider`` and act on its events.
+
+    Parameters:
+      provider: the URL's provider.
+      instance_id: the URL's instance.
+      secret: the URL's secret segment (None on the signed URL without one).
+    """
+    instance = _instance(instance_id, provider.name)
+    webhooks.authenticate(provider.webhook, instance, secret=secret, headers=request.headers,
+                          read_body=lambda: request.get_data(cache=True))
+    body = request.get_json(silent=True, force=True)
+    if not isinstance(body, dict):
+        return jsonify(success=True, events=0)
+    handled = inbound.handle(instance, webhooks.events_of(instance, body))
+    jobs = current_app.config["JOBS"]
+    jobs.callbacks(handled.callbacks)
+    jobs.auto_replies(handled.auto_replies)
+    for queue_id in handled.resumed_queues:
+        jobs.start_queue(queue_id)
+    return jsonify(success=True, events=handled.events)
 
 
 def _instance(instance_id: int, provider: str) -> Instance:
@@ -47,78 +67,37 @@ def _instance(instance_id: int, provider: str) -> Instance:
     return instance
 
 
-def _check_secret(instance: Instance, secret: str) -> None:
-    if not hmac.compare_digest(secret.encode(), instance.webhook_secret.encode()):
-        raise Unauthorized("bad webhook secret")
+def _view(provider: Provider, name: str, doc: WebhookDoc, *, path: type, headers: Optional[type],
+          signed: bool) -> Callable:
+    """A view of ``provider``'s webhook, documented as ``doc`` (its function
+    name makes the OpenAPI operation id ``webhooks_<name>``)."""
+    def view(instance_id: int, secret: Optional[str] = None, event: Optional[str] = None):
+        # The event segment is informative only: the body's event decides.
+        return receive(provider, instance_id, None if signed else secret)
+
+    view.__name__ = view.__qualname__ = name
+    return operation(summary=doc.summary, description=doc.description, tags=("webhooks",), auth="webhook",
+                     path=path, headers=headers, body=provider.webhook.body, response=WebhookAck,
+                     errors=WEBHOOK_ERRORS)(view)
 
 
-def _apply(instance: Instance):
-    body = request.get_json(silent=True, force=True)
-    if not isinstance(body, dict):
-        return jsonify(success=True, events=0)
-    gateway = gateway_for(instance)
-    if gateway.foreign_source(body):
-        # The name is the sender's to choose: not echoed back.
-        raise Forbidden("the webhook names another instance or session than this URL's")
-    handled = inbound.handle(instance, gateway.parse_webhook(body))
-    jobs = current_app.config["JOBS"]
-    jobs.callbacks(handled.callbacks)
-    jobs.auto_replies(handled.auto_replies)
-    for queue_id in handled.resumed_queues:
-        jobs.start_queue(queue_id)
-    return jsonify(success=True, events=handled.events)
-
-
-@bp.post("/evolution/<int:instance_id>/<secret>")
-@operation(summary="Evolution API events (acks, replies, connection)", tags=("webhooks",), auth="webhook",
-           path=EvolutionPath, body=EvolutionWebhook, response=WebhookAck, errors=WEBHOOK_ERRORS,
-           description="Evolution cannot sign its webhooks: the instance's webhook secret is the last segment of the "
-           "URL configured on the gateway (401 when it does not match). A body whose instance is not this URL's "
-           "instance is refused with 403. remove.instance and instance.delete take the instance down at once. "
-           "Handling is idempotent; a body that is not understood is acknowledged with events 0.")
-def evolution(instance_id: int, secret: str):
-    instance = _instance(instance_id, "evolution")
-    _check_secret(instance, secret)
-    return _apply(instance)
-
-
-@bp.post("/evolution/<int:instance_id>/<secret>/<event>")
-@operation(summary="Evolution API events, 'Webhook by Events' on", tags=("webhooks",), auth="webhook",
-           path=EvolutionEventPath, body=EvolutionWebhook, response=WebhookAck, errors=WEBHOOK_ERRORS,
-           description="With 'Webhook by Events' on, Evolution appends the event's name to the configured URL "
-           "(connection-update, messages-upsert, messages-update, ...). Handled exactly like the plain URL: the "
-           "body's event decides, the secret segment authenticates (401), a body naming another instance is 403.")
-def evolution_by_event(instance_id: int, secret: str, event: str):
-    return evolution(instance_id, secret)
-
-
-@bp.post("/waha/<int:instance_id>/<secret>")
-@operation(summary="WAHA events (acks, replies, session status)", tags=("webhooks",), auth="webhook",
-           path=WahaSecretPath, headers=WahaSecretHeaders, body=WahaWebhook, response=WebhookAck,
-           errors=WEBHOOK_ERRORS,
-           description="WAHA Core does not sign its webhooks: the instance's webhook secret is the last segment of "
-           "the URL configured on the gateway (401 when it does not match). An X-Webhook-Hmac (WAHA Plus, newer "
-           "builds) is verified when it comes, and required when the instance's options set require_hmac (401 "
-           "when missing or wrong). A body whose session is not this instance's is refused with 403. Handling is "
-           "idempotent; a body that is not understood is acknowledged with events 0.")
-def waha(instance_id: int, secret: str):
-    instance = _instance(instance_id, "waha")
-    _check_secret(instance, secret)
-    raw = request.get_data(cache=True)
-    if not webhook_signature_ok(raw, request.headers, secret=instance.webhook_secret, required=requires_hmac(instance)):
-        raise Unauthorized("bad or missing X-Webhook-Hmac signature")
-    return _apply(instance)
-
-
-@bp.post("/waha/<int:instance_id>")
-@operation(summary="WAHA events, signed (the former URL, without the secret)", tags=("webhooks",), auth="webhook",
-           path=WahaPath, headers=WahaHeaders, body=WahaWebhook, response=WebhookAck, errors=WEBHOOK_ERRORS,
-           description="Kept for gateways configured before the secret moved into the URL: only signed bodies are "
-           "accepted (X-Webhook-Hmac, hex HMAC-SHA512 of the raw body keyed with the instance's webhook secret; "
-           "401 when missing or wrong). WAHA Core never signs: configure /webhooks/waha/{instance_id}/{secret} "
-           "instead. A body whose session is not this instance's is refused with 403.")
-def waha_signed(instance_id: int):
-    instance = _instance(instance_id, "waha")
-    if not verify_waha_signature(request.get_data(cache=True), request.headers, instance.webhook_secret):
-        raise Unauthorized("bad or missing X-Webhook-Hmac signature")
-    return _apply(instance)
+@bp.record
+def _add_provider_routes(state) -> None:
+    """Add each registered provider's webhook URLs (when the blueprint is registered on an app)."""
+    for provider in PROVIDERS.values():
+        webhook = provider.webhook
+        if webhook is None:
+            continue
+        base = f"/{provider.name}/<int:instance_id>"
+        signature = webhook.signature
+        headers = signature.headers if signature else None
+        routes = [(f"{base}/<secret>", provider.name, webhook.doc, WebhookPath, headers, False)]
+        if webhook.by_event is not None:
+            routes.append((f"{base}/<secret>/<event>", f"{provider.name}_by_event", webhook.by_event,
+                           WebhookEventPath, headers, False))
+        if signature is not None and signature.signed_url is not None:
+            routes.append((base, f"{provider.name}_signed", signature.signed_url, SignedWebhookPath,
+                           signature.signed_headers, True))
+        for rule, name, doc, path, route_headers, signed in routes:
+            view = _view(provider, name, doc, path=path, headers=route_headers, signed=signed)
+            state.add_url_rule(rule, endpoint=name, view_func=view, methods=["POST"])

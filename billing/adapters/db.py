@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import peewee
@@ -62,7 +62,9 @@ def connect(url: str) -> peewee.Database:
         # Pooled: web requests and actor messages check a connection out and
         # back in; a connection broken by a server restart is discarded.
         pooled = url.replace(f"{scheme}://", "postgresql+pool://", 1)
-        db = _connect_url(pooled, max_connections=POSTGRES_POOL_SIZE, stale_timeout=POSTGRES_STALE_SECONDS, timeout=POSTGRES_POOL_WAIT_SECONDS)
+        db = _connect_url(
+            pooled, max_connections=POSTGRES_POOL_SIZE, stale_timeout=POSTGRES_STALE_SECONDS, timeout=POSTGRES_POOL_WAIT_SECONDS
+        )
     else:
         raise ValueError(
             f"DATABASE_URL must start with sqlite:/// or postgresql://, got {scheme or url!r}"

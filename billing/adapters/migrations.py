@@ -9,14 +9,14 @@ run again safely.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import peewee
 
-from billing.clock import utcnow
-from billing.adapters.db import database, is_postgres, write_transaction
 from billing.adapters import models
+from billing.adapters.db import database, is_postgres, write_transaction
+from billing.clock import utcnow
 
 #: Any constant works; it only has to be the same in every process so that two
 #: processes upgrading at once on PostgreSQL take turns.
@@ -43,13 +43,20 @@ def _0001_initial() -> None:
     database.create_tables(models.ALL_MODELS, safe=True)
 
 
+def _migrator():
+    """The schema migrator (playhouse.migrate) of the bound database."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+
+    return PostgresqlMigrator(database) if is_postgres() else SqliteMigrator(database)
+
+
 def _add_missing_columns(model, *names: str) -> None:
     """Add the model's columns ``names`` that the table lacks (idempotent)."""
-    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+    from playhouse.migrate import migrate
 
     table = model._meta.table_name
     present = {c.name for c in database.get_columns(table)}
-    migrator = PostgresqlMigrator(database) if is_postgres() else SqliteMigrator(database)
+    migrator = _migrator()
     operations = [
         migrator.add_column(table, model._meta.fields[name].column_name, model._meta.fields[name])
         for name in names
@@ -69,10 +76,49 @@ def _0002_field_guarantees() -> None:
     models.Contact._schema.create_indexes(safe=True)
 
 
+#: What ``api_key.template_types`` held for a key allowed every type, the
+#: default before 0003. Frozen on purpose: it names the types of that time,
+#: not the ones declared today.
+LEGACY_ALL_TYPES = frozenset({"overdue", "upcoming", "notification"})
+
+
+class _ApiKeyBefore0003(models.BaseModel):
+    """The two scope columns of ``api_key`` while 0003 converts one into the other."""
+
+    template_types = peewee.CharField(max_length=64)
+    message_types = models.JSONField(null=True)
+
+    class Meta:
+        table_name = models.ApiKey._meta.table_name
+
+
+def _0003_key_scopes() -> None:
+    """API-key scopes that a new message type does not break: comma-joined
+    text (``template_types``) becomes NULL for every type (later ones too) or
+    an explicit JSON list (``message_types``).
+
+    A key listing every type of that time had no way to say "all" and gets
+    NULL; a subset keeps exactly its types. One UPDATE per distinct scope, so
+    a large key table converts in a few statements."""
+    from playhouse.migrate import migrate
+
+    table = models.ApiKey._meta.table_name
+    if "template_types" not in {c.name for c in database.get_columns(table)}:
+        return  # created with the new column (0001 on today's models), or converted already
+    _add_missing_columns(models.ApiKey, "message_types")
+    old = _ApiKeyBefore0003
+    for (text,) in old.select(old.template_types).distinct().tuples():
+        types = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+        scope = None if LEGACY_ALL_TYPES <= set(types) else types
+        old.update(message_types=scope).where(old.template_types == text).execute()
+    migrate(_migrator().drop_column(table, "template_types"))
+
+
 #: Every migration, oldest first. Append; never edit one that has shipped.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _0001_initial),
     Migration(2, "field guarantees: health reasons, worker claims, heartbeats", _0002_field_guarantees),
+    Migration(3, "API-key scopes: NULL for every message type, or a JSON list", _0003_key_scopes),
 )
 
 

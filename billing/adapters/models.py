@@ -10,8 +10,9 @@ import uuid
 
 import peewee
 
-from billing.clock import utcnow
 from billing.adapters.db import database
+from billing.clock import utcnow
+from billing.domain.message_types import names as declared_type_names
 from billing.domain.states import ContactStatus, QueueStatus
 
 #: Default pace for a new WhatsApp instance (messages per minute).
@@ -88,7 +89,9 @@ class ApiKey(BaseModel):
     name = peewee.CharField(max_length=120, default="")
     prefix = peewee.CharField(max_length=32, unique=True)
     key_hash = peewee.CharField(max_length=128)
-    template_types = peewee.CharField(max_length=64, default="overdue,upcoming,notification")
+    #: The message types the key may send, a JSON list; NULL: every declared
+    #: type, including types declared after the key was made.
+    message_types = JSONField(null=True)
     #: CIDRs the key may be used from; empty: anywhere.
     allowed_ips = JSONField(default=list)
     #: Requests per hour; 0: the tenant's default.
@@ -101,7 +104,10 @@ class ApiKey(BaseModel):
 
     @property
     def allowed_types(self) -> tuple[str, ...]:
-        return tuple(t for t in self.template_types.split(",") if t)
+        """The message types the key may send now."""
+        if self.message_types is None:
+            return declared_type_names()
+        return tuple(self.message_types)
 
 
 class AdminToken(BaseModel):
@@ -440,6 +446,7 @@ class SandboxMessage(BaseModel):
 
 #: Every table, in creation order (parents before children).
 ALL_MODELS = (
-    Tenant, ApiKey, AdminToken, RateCounter, IdempotencyRecord, Template, Variation, Instance, WhatsappNumber, Campaign, Queue, Contact, Event,
+    Tenant, ApiKey, AdminToken, RateCounter, IdempotencyRecord, Template, Variation, Instance, WhatsappNumber, Campaign, Queue,
+    Contact, Event,
     InboundMessage, OptOut, CallbackDelivery, CallbackAttempt, DisabledEndpoint, Heartbeat, SandboxMessage,
 )

@@ -8,10 +8,11 @@ at 22:30 in São Paulo (01:30 UTC the next day) still says "vence hoje".
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from billing.domain.states import TemplateType
+from billing.domain.message_types import DueDateRule
+from billing.domain.message_types import get as message_type
 
 #: ``status_vencimento`` of a bill whose due date has passed.
 STATUS_OVERDUE = "vencido"
@@ -120,12 +121,13 @@ def due_variables(due: str | date, *, today: date) -> dict[str, int | str]:
 def type_contradiction(*, template_type: str, due: str | date, today: date) -> str | None:
     """Why a reminder of ``template_type`` cannot be about a bill due on ``due``.
 
-    An ``overdue`` reminder needs a due date before today: on the due day the
-    bill is not late yet ("venceu há 0 dias" would be false). An ``upcoming``
-    one needs a due date from today on. ``notification`` has no rule.
+    The type's declared :class:`DueDateRule` decides: ``overdue`` needs a due
+    date before today (on the due day the bill is not late yet: "venceu há 0
+    dias" would be false), ``upcoming`` one from today on, ``notification``
+    has no rule.
 
     Parameters:
-      template_type: ``overdue``, ``upcoming`` or ``notification``.
+      template_type: a declared message type's name.
       due: the due date, in any form :func:`parse_date` accepts.
       today: the current date in the tenant's time zone (see :func:`today_in`).
 
@@ -134,13 +136,15 @@ def type_contradiction(*, template_type: str, due: str | date, today: date) -> s
 
     Raises:
       InvalidDate: if ``due`` cannot be read.
+      InvalidRequest: ``template_type`` is not declared.
     """
+    rule = message_type(template_type).due_date_rule
     days = (parse_date(due) - parse_date(today)).days
     shown = f"data_vencimento {parse_date(due):%d/%m/%Y}, today {parse_date(today):%d/%m/%Y}"
-    if template_type == TemplateType.OVERDUE and days >= 0:
-        return f"overdue reminder for an invoice not yet past due ({shown})"
-    if template_type == TemplateType.UPCOMING and days < 0:
-        return f"upcoming reminder for an invoice already past due ({shown})"
+    if rule is DueDateRule.PAST_DUE and days >= 0:
+        return f"{template_type} reminder for an invoice not yet past due ({shown})"
+    if rule is DueDateRule.NOT_YET_DUE and days < 0:
+        return f"{template_type} reminder for an invoice already past due ({shown})"
     return None
 
 
@@ -157,9 +161,9 @@ def today_in(tz_name: str, *, now: datetime | None = None) -> date:
     """
     zone = _zone(tz_name)
     if now is None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
     elif now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+        now = now.replace(tzinfo=UTC)
     return now.astimezone(zone).date()
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta, timezone as dt_timezone
-from typing import Iterator
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
@@ -147,7 +147,7 @@ BRAZIL_DDD_TIMEZONES: dict[str, str] = {
 #: What ``phonenumbers`` answers for a number it cannot place.
 UNKNOWN_PHONE_TIMEZONE = "Etc/Unknown"
 
-_UTC = dt_timezone.utc
+_UTC = UTC
 _ONE_DAY = timedelta(days=1)
 _MIDNIGHT = time()
 _BRAZIL_PREFIX = "+" + BRAZIL_COUNTRY_CODE
@@ -914,7 +914,7 @@ def _canonical_subdivision(country: str, text: str) -> str:
     return subdivision
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _subdivisions(country: str) -> dict[str, str]:
     """Return the country's subdivisions and their aliases, case-folded, to their codes.
 
@@ -928,7 +928,7 @@ def _subdivisions(country: str) -> dict[str, str]:
     return names
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _holiday_language(country: str) -> str | None:
     """Return the language to ask the ``holidays`` package for.
 

@@ -356,7 +356,7 @@ _OPT_OUT_EXPLICIT = _rules(
         r"\bse (?:voces |voce )?(?:continuar(?:em)? (?:me )?(?:mandando|enviando|ligando)"
         r"|(?:me )?(?:mandarem|enviarem|mandar|enviar) mais)\b"
     ),
-    enough=rf"\bchega de (?:me )?(?:mensage\w*|notifica\w*|lembrete\w*|spam|mandar|enviar|encher|perturbar)\b",
+    enough=r"\bchega de (?:me )?(?:mensage\w*|notifica\w*|lembrete\w*|spam|mandar|enviar|encher|perturbar)\b",
     fed_up=r"\bnao aguento mais (?:essas? |estas? |tantas? |receber )?(?:mensage\w*|notifica\w*|lembrete\w*|spam)\b",
     leave_me_alone=(
         r"\bme deix\w* em paz\b|\bnao me (?:perturbe|perturbem|incomode|incomodem|importune|importunem)\b"
@@ -373,7 +373,7 @@ _PAID_CLAIMS = _rules(
         r"\b(?:fiz|fizemos|realizei|efetuei|mandei|enviei|(?:foi )?feit[oa]|foi realizad[oa]|foi efetuad[oa])"
         r"(?: o| a| um| uma)? (?:pagamento|pix|transferencia|deposito|ted|doc|quitacao)\b"
     ),
-    is_paid=rf"\b(?:ja|foi|foram|ta|esta|estao|fica|ficou|tudo|sido)(?: tudo)? (?:pag[oa]s?|quitad[oa]s?)\b",
+    is_paid=r"\b(?:ja|foi|foram|ta|esta|estao|fica|ficou|tudo|sido)(?: tudo)? (?:pag[oa]s?|quitad[oa]s?)\b",
     bare_pago=rf"^(?:sim |pronto )?(?P<hit>pago|quitad[oa]|efetuad[oa])\b(?! (?:{_NOT_PAID_AFTER_PAGO})\b)",
     payment_done=(
         r"\b(?:pix|pagamento|transferencia|deposito|ted|doc|boleto|fatura|conta|debito) (?:ja )?(?:foi |esta |ta )?"

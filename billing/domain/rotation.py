@@ -20,7 +20,8 @@ import heapq
 import itertools
 import math
 import random
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 STRATEGY_RANDOM = "random"
 STRATEGY_SEQUENTIAL = "sequential"

@@ -25,7 +25,7 @@ import hmac
 import re
 import secrets
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 #: Prefix of a signing secret; the rest is the base64 of the HMAC key.
 SECRET_PREFIX = "whsec_"
@@ -103,7 +103,7 @@ def _signature(*, key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """Base64 HMAC-SHA256 of ``"{msg_id}.{timestamp}.{body}"``."""
     # The body is appended as bytes, not decoded, so a body that is not valid
     # UTF-8 is still signed exactly as sent.
-    content = f"{msg_id}.{timestamp}.".encode("utf-8") + body
+    content = f"{msg_id}.{timestamp}.".encode() + body
     return base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode("ascii")
 
 

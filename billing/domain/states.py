@@ -62,12 +62,3 @@ class QueueStatus:
         CANCELLED: "Cancelado",
     }
 
-
-class TemplateType:
-    OVERDUE = "overdue"
-    UPCOMING = "upcoming"
-    NOTIFICATION = "notification"
-
-    ALL = (OVERDUE, UPCOMING, NOTIFICATION)
-
-    LABELS = {OVERDUE: "Cobrança atrasada", UPCOMING: "Cobrança a vencer", NOTIFICATION: "Notificação"}

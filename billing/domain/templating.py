@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 #: How many compiled templates :func:`compile_template` keeps. A request uses a
 #: handful of variations; this covers many tenants' templates at once.

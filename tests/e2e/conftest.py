@@ -6,7 +6,8 @@ from tests.conftest import postgres_database
 from tests.e2e.stack import Stack, purge_rabbitmq
 
 
-@pytest.fixture(scope="module", params=["embedded", "production"])
+@pytest.fixture(scope="module", params=[
+    "embedded", pytest.param("production", marks=[pytest.mark.postgres, pytest.mark.rabbitmq])])
 def stack(request, tmp_path_factory):
     """A running deployment of each kind, for the module's tests."""
     workdir = tmp_path_factory.mktemp(request.param)

@@ -25,17 +25,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import requests
 
+from tests.waiting import wait_until  # noqa: F401 - the e2e tests import it from here
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
-
-#: Dramatiq's queues (and their delay/dead-letter twins) purged before a run,
-#: so messages of an earlier run cannot touch this one: ids of another
-#: database would be claimed, checked or delivered in this one.
-BROKER_QUEUES = ("dispatch", "send", "maintenance", "callbacks")
 
 STARTUP_TIMEOUT = 30
 
@@ -44,11 +40,6 @@ RECOVERY_INTERVAL_SECONDS = 2
 
 #: How long a process gets to stop on SIGTERM before it is killed.
 STOP_TIMEOUT = 20
-
-#: Poll period of the wait helpers.
-POLL_SECONDS = 0.2
-
-T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -106,22 +97,35 @@ def release_broker(url: str) -> None:
         connection.close()
 
 
+def broker_queues() -> list[str]:
+    """The RabbitMQ queues the actors use: each actor's queue, its delay queue
+    (``.DQ``) and its dead-letter queue (``.XQ``), derived from the actors'
+    declarations (a new queue in tasks/actors.py is purged too)."""
+    from dramatiq.common import dq_name, xq_name
+
+    from tasks.registry import queue_names
+
+    return [queue for name in queue_names() for queue in (name, dq_name(name), xq_name(name))]
+
+
 def purge_rabbitmq(url: str) -> None:
-    """Delete the broker's queues (run while no worker consumes them; a worker
-    declares them again when it starts). Takes this process's turn on the
-    vhost first, so it never deletes the queues of a run in progress."""
+    """Delete the broker's queues (:func:`broker_queues`), so messages of an
+    earlier run cannot touch this one: ids of another database would be
+    claimed, checked or delivered in this one. Run it while no worker consumes
+    them (a worker declares them again when it starts); it takes this
+    process's turn on the vhost first, so it never deletes the queues of a run
+    in progress."""
     import pika
 
     hold_broker(url)
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
-        for name in BROKER_QUEUES:
-            for queue in (name, f"{name}.DQ", f"{name}.XQ"):
-                channel = connection.channel()
-                try:
-                    channel.queue_delete(queue)
-                except pika.exceptions.ChannelClosedByBroker:
-                    pass
+        for queue in broker_queues():
+            channel = connection.channel()
+            try:
+                channel.queue_delete(queue)
+            except pika.exceptions.ChannelClosedByBroker:  # no such queue
+                pass
     finally:
         connection.close()
 
@@ -133,15 +137,14 @@ def broker_consumers(url: str) -> dict[str, int]:
     connection = pika.BlockingConnection(pika.URLParameters(url))
     found = {}
     try:
-        for name in BROKER_QUEUES:
-            for queue in (name, f"{name}.DQ"):
-                channel = connection.channel()
-                try:
-                    consumers = channel.queue_declare(queue, passive=True).method.consumer_count
-                except pika.exceptions.ChannelClosedByBroker:  # no such queue
-                    continue
-                if consumers:
-                    found[queue] = consumers
+        for queue in broker_queues():
+            channel = connection.channel()
+            try:
+                consumers = channel.queue_declare(queue, passive=True).method.consumer_count
+            except pika.exceptions.ChannelClosedByBroker:  # no such queue
+                continue
+            if consumers:
+                found[queue] = consumers
     finally:
         connection.close()
     return found
@@ -152,31 +155,10 @@ def wait_for_idle_broker(url: str, *, timeout: float = BROKER_LOCK_TIMEOUT) -> N
     consumes its queues (a run that does not take turns). The tests purge and
     reuse the queues of one vhost: another run at the same time would take
     this run's messages, and its purge would delete our queues."""
-    deadline = time.monotonic() + timeout
     hold_broker(url, timeout=timeout)
-    while True:
-        busy = broker_consumers(url)
-        if not busy:
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"another run's workers consume this RabbitMQ vhost ({busy}) after {timeout:g}s; "
-                "wait for it to end or point BILLING_TEST_RABBITMQ_URL at a vhost of its own")
-        time.sleep(1)
-
-
-def wait_until(check: Callable[[], T], *, timeout: float, message: str | Callable[[], str] = "condition not met",
-               interval: float = POLL_SECONDS) -> T:
-    """Call ``check`` until it returns something truthy (returned), or fail
-    after ``timeout`` seconds with ``message`` (a callable is called then)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"after {timeout:g}s: {message() if callable(message) else message}")
-        time.sleep(interval)
+    wait_until(lambda: not broker_consumers(url), timeout=timeout, interval=1,
+               message=lambda: f"another run's workers consume this RabbitMQ vhost ({broker_consumers(url)}); "
+                               "wait for it to end or point BILLING_TEST_RABBITMQ_URL at a vhost of its own")
 
 
 def _group_alive(pgid: int) -> bool:
@@ -354,18 +336,17 @@ class Stack:
         self.kill(name, signal.SIGTERM)
 
     def wait_healthy(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise AssertionError(f"{name} exited early:\n{self.log(name)}")
-            try:
-                if self.session.get(f"{self.base_url}/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:  # not listening yet, or still booting
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"{self.kind} stack did not answer /health in {STARTUP_TIMEOUT}s")
+        wait_until(self._healthy, timeout=STARTUP_TIMEOUT, message=f"{self.kind} stack did not answer /health")
+
+    def _healthy(self) -> bool:
+        """Whether /health answers 200; fails at once if a process exited."""
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited early:\n{self.log(name)}")
+        try:
+            return self.session.get(f"{self.base_url}/health", timeout=1).status_code == 200
+        except requests.RequestException:  # not listening yet, or still booting
+            return False
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
@@ -392,7 +373,7 @@ class Stack:
         for process in self.processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
-        for name, process in self.processes.items():
+        for _name, process in self.processes.items():
             try:
                 process.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -437,11 +418,12 @@ class Stack:
             page += 1
 
     def wait_for(self, queue_id: str, *, key: str, statuses=("completed",), timeout: float = 120) -> dict:
-        deadline = time.monotonic() + timeout
-        status = {}
-        while time.monotonic() < deadline:
-            status = self.status(queue_id, key=key)
-            if status["status"] in statuses:
-                return status
-            time.sleep(0.3)
-        raise AssertionError(f"queue still {status.get('status')} after {timeout}s: {status}\n{self.logs()}")
+        """The queue's status once it is in one of ``statuses``."""
+        last: dict = {}
+
+        def reached() -> dict | None:
+            last.update(self.status(queue_id, key=key))
+            return dict(last) if last["status"] in statuses else None
+
+        return wait_until(reached, timeout=timeout, interval=0.3,
+                          message=lambda: f"queue still {last.get('status')}: {last}\n{self.logs()}")

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 
+import pytest
 import requests
 
 from billing.errors import DATABASE_RETRY_AFTER_SECONDS
@@ -69,6 +70,7 @@ def _contacts(count: int) -> list[dict]:
              "data_vencimento": "2025-01-15"} for i in range(count)]
 
 
+@pytest.mark.postgres  # its database; the rabbitmq_url fixture marks it rabbitmq
 def test_a_send_while_rabbitmq_is_down_is_accepted_and_goes_out_when_it_returns(tmp_path, rabbitmq_url):
     with postgres_database() as database_url:
         closed_broker = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"  # nothing listens there

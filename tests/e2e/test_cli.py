@@ -215,8 +215,9 @@ def test_a_half_upgraded_schema_is_one_line(cli):
 
 
 @pytest.mark.parametrize("url, expected", [
-    ("postgresql://postgres@127.0.0.1:5432/billing_does_not_exist_x",
-     "Error: database 'billing_does_not_exist_x' does not exist (postgresql://postgres@127.0.0.1:5432/"),
+    pytest.param("postgresql://postgres@127.0.0.1:5432/billing_does_not_exist_x",
+                 "Error: database 'billing_does_not_exist_x' does not exist (postgresql://postgres@127.0.0.1:5432/",
+                 marks=pytest.mark.postgres),
     ("postgresql://postgres@127.0.0.1:notaport/billing", "Error: DATABASE_URL is not valid: Port could not be cast"),
     ("postgresql://postgres@db.invalid/billing", "Error: unknown database host 'db.invalid'"),
     ("mysql://x", "Error: DATABASE_URL must start with sqlite:/// or postgresql://"),
@@ -264,12 +265,12 @@ def test_the_default_database_does_not_depend_on_the_directory(tmp_path):
 
 
 def test_callbacks_retry_with_the_broker_down_leaves_it_to_the_scheduler(cli, tmp_path):
+    from datetime import datetime
+
     from billing import callbacks
     from billing.adapters import db
     from billing.adapters.models import CallbackDelivery
     from tests.e2e.stack import free_port
-
-    from datetime import datetime
 
     cli("tenant", "create", "acme")
     db.connect(f"sqlite:///{cli.tmp_path}/cli.sqlite3")

@@ -20,7 +20,8 @@ import contextlib
 import itertools
 import statistics
 import time
-from datetime import datetime, time as dtime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -31,6 +32,7 @@ from tests.e2e.stack import Stack, purge_rabbitmq, wait_for_idle_broker, wait_un
 from tests.factories import phones
 from tests.fakes import digits
 from tests.fakes.evolution import FakeEvolution
+from tests.waiting import stays
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -47,6 +49,11 @@ EVOLUTION_KEY = "evo-test-key"
 EVOLUTION_INSTANCE = "billing"
 
 OPEN_STATUSES = ("pending", "queued", "sending")
+
+#: How long a queue that must not move is watched (nothing happening is the point).
+STILL_SECONDS = 3.0
+#: How long a send already claimed by a worker may take to finish.
+CLAIMED_SEND_TIMEOUT = 10
 
 _external_ids = itertools.count()
 
@@ -80,8 +87,8 @@ def production(tmp_path: Path, rabbitmq_url: str):
 #: The shared stack's settings: health checks and recovery every second,
 #: quick broker retries of failed sends.
 HEALTH_INTERVAL_SECONDS = 1
-SHARED_ENV = dict(HEALTH_INTERVAL_SECONDS=HEALTH_INTERVAL_SECONDS, RECOVERY_INTERVAL_SECONDS=1,
-                  SEND_RETRY_MIN_BACKOFF_MS=200, SEND_RETRY_MAX_BACKOFF_MS=1000)
+SHARED_ENV = {"HEALTH_INTERVAL_SECONDS": HEALTH_INTERVAL_SECONDS, "RECOVERY_INTERVAL_SECONDS": 1,
+                  "SEND_RETRY_MIN_BACKOFF_MS": 200, "SEND_RETRY_MAX_BACKOFF_MS": 1000}
 
 
 @pytest.fixture(scope="class")
@@ -167,13 +174,13 @@ def open_contacts(stack: Stack, queue_id: str) -> dict[str, int]:
 
 def next_local_midnight(zone: str, now: datetime) -> datetime:
     """The next midnight in ``zone`` after ``now`` (naive UTC), as naive UTC."""
-    local = now.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(zone))
+    local = now.replace(tzinfo=UTC).astimezone(ZoneInfo(zone))
     midnight = datetime.combine(local.date() + timedelta(days=1), dtime(0), tzinfo=ZoneInfo(zone))
-    return midnight.astimezone(timezone.utc).replace(tzinfo=None)
+    return midnight.astimezone(UTC).replace(tzinfo=None)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def group_size(pgid: int) -> int:
@@ -293,10 +300,10 @@ class TestOnOneStack:
         assert status["contacts_sent"] == 70 and status["contacts_pending"] == 30 and status["contacts_failed"] == 0
         assert sum(counts.values()) == 70
 
-        # It stays there: nothing more goes out today.
-        time.sleep(2)
-        again = stack.status(queue_id, key=key)
-        assert (again["status"], again["contacts_sent"]) == ("paused", 70)
+        # It stays there: nothing more goes out today (watched for a while:
+        # that nothing happens is the point).
+        stays(lambda: _status_and_sent(stack, queue_id, key) == ("paused", 70), seconds=STILL_SECONDS,
+              message=lambda: f"a capped queue moved on: {stack.status(queue_id, key=key)}")
 
     def test_tenant_daily_cap_holds_across_instances(self, shared):
         stack = shared
@@ -337,11 +344,11 @@ class TestOnOneStack:
             assert noticed <= health_interval + 2, f"instance_down after {noticed:.1f}s"
 
             # Once down, nothing more is tried: sends already claimed may finish failing.
-            time.sleep(1.0)
+            wait_until(lambda: not _in_flight(stack, "evo"), timeout=CLAIMED_SEND_TIMEOUT, message="a send still in flight")
             tried = len(fake.requests_to("/message/sendText"))
-            time.sleep(3.0)
+            stays(lambda: len(fake.requests_to("/message/sendText")) == tried, seconds=STILL_SECONDS,
+                  message="sends kept going to a down gateway")
             status = stack.status(queue_id, key=key)
-            assert len(fake.requests_to("/message/sendText")) == tried, "sends kept going to a down gateway"
             assert len(fake.messages) == delivered_at_disconnect
             assert status["status"] == "instance_down" and status["contacts_failed"] == 0
             assert status["contacts_sent"] == delivered_at_disconnect < count
@@ -468,6 +475,17 @@ def test_kill_9_of_the_worker_loses_nothing_and_duplicates_only_in_flight_sends(
 
 # --- 6. two schedulers ---------------------------------------------------------
 
+def _in_flight(stack: Stack, tenant: str) -> int:
+    """Contacts of ``tenant`` claimed by a worker and not yet sent or failed."""
+    return stack.sql("SELECT count(*) FROM contact JOIN tenant ON contact.tenant_id = tenant.id "
+                     "WHERE tenant.name = %s AND contact.status = 'sending'", (tenant,))[0][0]
+
+
+def _status_and_sent(stack: Stack, queue_id: str, key: str) -> tuple[str, int]:
+    status = stack.status(queue_id, key=key)
+    return status["status"], status["contacts_sent"]
+
+
 def _leading(stack: Stack, name: str) -> bool:
     return any(line.get("event") == LEADS for line in stack.log_lines(name))
 
@@ -502,6 +520,8 @@ def test_a_standby_scheduler_takes_over_and_recovery_goes_on(production, rabbitm
     stack.stop_process("worker")
 
     # The standby asked for the lock again at least once, and still stands by.
+    # A fixed wait on purpose: crossing the retry interval at production
+    # timing is the scenario, and the standby's attempts leave no trace to poll.
     time.sleep(max(0.0, standby_since + STANDBY_RETRY_SECONDS + 1 - time.monotonic()))
     assert not _leading(stack, standby)
 

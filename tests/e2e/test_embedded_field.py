@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ PROGRESS_TIMEOUT = 120
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _contacts(count: int, *, start: int = 0) -> list[dict]:
@@ -122,9 +122,9 @@ def test_start_up_gives_back_every_booking_and_rewinds_the_pace(sqlite_db):
     """The start-up step of point 6, in process: bookings whose slots are
     still ahead lost their messages too, and the pace they pushed ahead is
     given back, so the first dispatch after a restart books a slot now."""
-    from billing import campaigns, recovery, sending
-    from billing.clock import utcnow
+    from billing import campaigns, dispatch, recovery, sending
     from billing.adapters.models import Contact, Instance
+    from billing.clock import utcnow
     from billing.domain.states import ContactStatus
     from billing.recovery import release_in_memory_work
     from tests.factories import contact, make_tenant
@@ -133,10 +133,10 @@ def test_start_up_gives_back_every_booking_and_rewinds_the_pace(sqlite_db):
     created = campaigns.create_campaign(setup.tenant, template_type="notification", request={
         "external_id": "r1", "contacts": [contact(p, mensagem="Aviso") for p in phones(16)]})
     booked_at = utcnow()
-    plan = sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=500, now=booked_at)
+    plan = dispatch.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=500, now=booked_at)
     assert len(plan.sends) == 16  # the whole campaign booked, up to ~40 s ahead
     first_slot = min(slot for _, slot in plan.sends)
-    sending.mark_enqueued([contact_id for contact_id, _ in plan.sends], now=booked_at)
+    dispatch.mark_enqueued([contact_id for contact_id, _ in plan.sends], now=booked_at)
     claimed = plan.sends[0][0]
     assert sending.claim(claimed, now=booked_at, slot=plan.sends[0][1], worker="gone")
     # the process stops here: its in-memory broker held every booking's message
@@ -147,7 +147,7 @@ def test_start_up_gives_back_every_booking_and_rewinds_the_pace(sqlite_db):
     assert Instance.get_by_id(setup.instance.id).next_slot_at == first_slot
     restarted_at = booked_at + timedelta(seconds=4)
     assert recovery.queues_with_due_work(now=restarted_at) == [str(created.queue_id)]
-    again = sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=500, now=restarted_at)
+    again = dispatch.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=500, now=restarted_at)
     assert min(slot for _, slot in again.sends) == restarted_at  # not where the lost bookings had left the pace
 
 

@@ -6,8 +6,16 @@ import itertools
 import time
 
 from tests.factories import phones
+from tests.waiting import stays, wait_until
 
 _tenants = itertools.count()
+
+#: How long a paused or cancelled queue is watched sending nothing: 30 sends
+#: at the tests' 600 a minute, so a queue still going would show.
+STILL_SECONDS = 3.0
+
+#: How long a send already claimed by a worker may take to finish.
+CLAIMED_SEND_TIMEOUT = 10
 
 
 def _contacts(valid: int, *, start: int = 0) -> list[dict]:
@@ -40,7 +48,7 @@ def test_a_thousand_contacts_each_sent_exactly_once(stack):
     assert sum("duplicate phone" in c["reason"] for c in rejected) == 20
 
     counts = stack.outbox_counts()
-    assert {cid: n for cid, n in counts.items() if cid in sent_ids} == {cid: 1 for cid in sent_ids}
+    assert {cid: n for cid, n in counts.items() if cid in sent_ids} == dict.fromkeys(sent_ids, 1)
 
     again = stack.post("send/overdue", body, key=key)
     assert again.status_code == 409
@@ -52,18 +60,27 @@ def _sent(stack, queue_id, key) -> int:
     return stack.status(queue_id, key=key)["contacts_sent"]
 
 
+def _nothing_in_flight(stack, tenant: str) -> bool:
+    """No contact of ``tenant`` is claimed by a worker and not yet sent or failed."""
+    rows = stack.sql("SELECT count(*) FROM contact JOIN tenant ON contact.tenant_id = tenant.id "
+                     "WHERE tenant.name = %s AND contact.status = 'sending'", (tenant,))
+    return rows[0][0] == 0
+
+
 def test_pause_stops_sending_resume_continues(stack):
-    key = stack.create_tenant(f"pause{next(_tenants)}", messages_per_minute=600)  # 10 a second
+    tenant = f"pause{next(_tenants)}"
+    key = stack.create_tenant(tenant, messages_per_minute=600)  # 10 a second
     created = stack.post("send/overdue", {"external_id": "p1", "contacts": _contacts(60)}, key=key).json()
     queue_id = created["queue_id"]
-    while _sent(stack, queue_id, key) < 5:
-        time.sleep(0.1)
+    wait_until(lambda: _sent(stack, queue_id, key) >= 5, timeout=30, interval=0.1, message="5 sends")
     paused = stack.post(f"queue/{queue_id}/control", {"action": "pause"}, key=key).json()
     assert paused["status"] == "paused"
-    time.sleep(1.0)  # a send already claimed by a worker may still finish
+    # A send already claimed by a worker may still finish.
+    wait_until(lambda: _nothing_in_flight(stack, tenant), timeout=CLAIMED_SEND_TIMEOUT, message="a send still in flight")
     settled = _sent(stack, queue_id, key)
-    time.sleep(3.0)
-    assert _sent(stack, queue_id, key) == settled < 60
+    stays(lambda: _sent(stack, queue_id, key) == settled, seconds=STILL_SECONDS,
+          message=lambda: f"a paused queue went on sending: {stack.status(queue_id, key=key)}")
+    assert settled < 60
     assert stack.status(queue_id, key=key)["status"] == "paused"
 
     resumed = stack.post(f"queue/{queue_id}/control", {"action": "resume"}, key=key).json()
@@ -77,16 +94,17 @@ def test_pause_stops_sending_resume_continues(stack):
 
 
 def test_cancel_ends_the_queue(stack):
-    key = stack.create_tenant(f"cancel{next(_tenants)}", messages_per_minute=600)
+    tenant = f"cancel{next(_tenants)}"
+    key = stack.create_tenant(tenant, messages_per_minute=600)
     created = stack.post("send/overdue", {"external_id": "c1", "contacts": _contacts(60)}, key=key).json()
     queue_id = created["queue_id"]
-    while _sent(stack, queue_id, key) < 3:
-        time.sleep(0.1)
+    wait_until(lambda: _sent(stack, queue_id, key) >= 3, timeout=30, interval=0.1, message="3 sends")
     cancelled = stack.post(f"queue/{queue_id}/control", {"action": "cancel"}, key=key).json()
     assert cancelled["status"] == "cancelled"
-    time.sleep(1.0)
+    wait_until(lambda: _nothing_in_flight(stack, tenant), timeout=CLAIMED_SEND_TIMEOUT, message="a send still in flight")
     settled = stack.status(queue_id, key=key)
-    time.sleep(2.0)
+    stays(lambda: _sent(stack, queue_id, key) == settled["contacts_sent"], seconds=STILL_SECONDS,
+          message=lambda: f"a cancelled queue went on sending: {stack.status(queue_id, key=key)}")
     final = stack.status(queue_id, key=key)
     assert final["contacts_sent"] == settled["contacts_sent"] < 60
     assert final["contacts_sent"] + final["contacts_cancelled"] == 60
@@ -99,8 +117,13 @@ def test_request_id_and_tenant_reach_the_actors_logs(stack):
     created = stack.post("send/overdue", {"external_id": "log-1", "contacts": _contacts(2)}, key=key,
                          headers={"X-Request-ID": request_id}).json()
     stack.wait_for(created["queue_id"], key=key)
-    time.sleep(0.5)  # let the log lines reach the file
-    sends = [line for line in stack.worker_log_lines() if line.get("request_id") == request_id and line.get("event") == "send"]
+
+    def send_lines() -> list[dict]:
+        return [line for line in stack.worker_log_lines() if line.get("request_id") == request_id and line.get("event") == "send"]
+
+    # The log lines reach the file a moment after the sends are recorded.
+    wait_until(lambda: len(send_lines()) >= 2, timeout=10, message=lambda: f"{len(send_lines())} send lines\n{stack.logs()}")
+    sends = send_lines()
     assert len(sends) == 2
     assert {line["queue_id"] for line in sends} == {created["queue_id"]}
     assert all(line["tenant"].startswith("logs") and line["actor"] == "send_contact" for line in sends)

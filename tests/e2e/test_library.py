@@ -1,11 +1,14 @@
-"""Another Python service using the product as a library: no HTTP."""
+"""Another Python service using the product as a library: no HTTP. The
+snippet is the README's "Python use (no HTTP)" section: ``import tasks``,
+``tasks.setup()``, then the campaigns API and ``tasks.start_queue``."""
 from __future__ import annotations
 
 import json
 
 LIBRARY_USE = '''
 import json
-import tasks                                    # reads DATABASE_URL / BROKER_URL, declares the actors
+import tasks                                    # declares the actors: no environment, database or broker yet
+tasks.setup()                                   # DATABASE_URL, BROKER_URL, LOG_FORMAT...: wires this process
 from billing.campaigns import create_campaign
 from billing.tenants import get_tenant
 

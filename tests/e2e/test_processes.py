@@ -96,6 +96,7 @@ def test_a_killed_worker_process_is_replaced_and_sigterm_stops_all(rabbitmq_url,
                         for i, phone in enumerate(numbers)]
             stack.python(
                 "import tasks\n"
+                "tasks.setup()\n"
                 "from billing.campaigns import create_campaign\n"
                 "from billing.tenants import get_tenant\n"
                 f"created = create_campaign(get_tenant('acme'), template_type='overdue', "

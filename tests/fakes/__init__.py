@@ -29,8 +29,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import requests
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -176,7 +177,7 @@ class FakeGateway:
         self.controls = _Controls(state=self.connected_state, api_key=api_key)
 
     # lifecycle
-    def start(self) -> "FakeGateway":
+    def start(self) -> FakeGateway:
         self._stopping.clear()
         self._server = _Server(self._wsgi, host=self._host, port=self._port)
         self._server.start()
@@ -188,7 +189,7 @@ class FakeGateway:
             self._server.stop()
             self._server = None
 
-    def __enter__(self) -> "FakeGateway":
+    def __enter__(self) -> FakeGateway:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -472,7 +473,7 @@ class WebhookReceiver:
     def url(self) -> str:
         return self._server.url
 
-    def __enter__(self) -> "WebhookReceiver":
+    def __enter__(self) -> WebhookReceiver:
         self._server.start()
         return self
 

@@ -106,7 +106,7 @@ class FaultyEvolution(FakeEvolution):
         self._default_instance = value
 
     # lifecycle
-    def start(self) -> "FaultyEvolution":
+    def start(self) -> FaultyEvolution:
         self._stopping.clear()
         self._server = _Server(self._wsgi, host=self._host, port=self._port)
         self._port = self._server.port  # listen again on the same port

@@ -131,7 +131,7 @@ def _as_user(user: str) -> list[str]:
 def _chown(path: Path, user: str) -> None:
     if os.geteuid() == 0:
         entry = pwd.getpwnam(user)
-        for root, dirs, files in os.walk(path):
+        for root, _dirs, files in os.walk(path):
             os.chown(root, entry.pw_uid, entry.pw_gid)
             for name in files:
                 os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
@@ -207,7 +207,7 @@ class PrivatePostgres(_PrivateServer):
         self.process: subprocess.Popen | None = None
 
     # lifecycle
-    def init(self) -> "PrivatePostgres":
+    def init(self) -> PrivatePostgres:
         self.root.mkdir(parents=True)
         self.sockets.mkdir()
         _chown(self.root, self.USER)
@@ -364,7 +364,7 @@ class PrivateRabbitMQ(_PrivateServer):
         #: How long the last start took until AMQP answered.
         self.boot_seconds = 0.0
 
-    def init(self) -> "PrivateRabbitMQ":
+    def init(self) -> PrivateRabbitMQ:
         for sub in ("mnesia", "log"):
             (self.root / sub).mkdir(parents=True)
         (self.root / "enabled_plugins").write_text("[].\n")

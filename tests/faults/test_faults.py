@@ -31,7 +31,11 @@ from tests.faults.harness import CAMPAIGN_SIZE, FINAL_WITHIN, FaultRun
 from tests.faults.procfile import WORKER_PROCESSES, WORKER_THREADS
 from tests.faults.services import alive, descendants_of
 
-pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.timeout(420)]
+pytestmark = [
+    pytest.mark.faults, pytest.mark.postgres, pytest.mark.rabbitmq, pytest.mark.timeout(420),
+    # One xdist worker runs the whole suite: its private servers are set up once per worker.
+    pytest.mark.xdist_group("faults"),
+]
 
 #: RabbitMQ and PostgreSQL stay down this long.
 OUTAGE_SECONDS = 15.0

@@ -10,7 +10,7 @@ import dramatiq
 import pytest
 from peewee import OperationalError
 
-from billing import sending
+from billing import dispatch, sending
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_a_database_outage_is_a_quiet_retry_on_a_short_delay(actors, monkeypatch
     def down(*args, **kwargs):
         raise OperationalError("could not connect to server: Connection refused\n\tIs the server running?")
 
-    monkeypatch.setattr(sending, "plan_dispatch", down)
+    monkeypatch.setattr(dispatch, "plan_dispatch", down)
     delays = set()
     for _ in range(20):
         with pytest.raises(actors.DatabaseUnavailable) as raised:

@@ -5,9 +5,9 @@ from datetime import timedelta
 
 import pytest
 
-from billing import apikeys, campaigns, sending, tenants
-from billing.config import Settings
+from billing import apikeys, campaigns, dispatch, sending, tenants
 from billing.adapters.models import ApiKey, Template
+from billing.config import Settings
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app
 
@@ -91,7 +91,7 @@ def test_instances_settings_campaigns_and_stats(admin):
         extra = {"mensagem": "x"} if kind == "notification" else {}
         created = campaigns.create_campaign(tenant, template_type=kind, request={
             "external_id": f"e{index}", "contacts": [contact(p, **extra) for p in phones(3, start=index * 10)]})
-        plan = sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=10)
+        plan = dispatch.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=10)
         for contact_id, _ in plan.sends:
             sending.send_one(contact_id)
     page = admin.get(f"{ADMIN}/campaigns?type=overdue", headers=admin.auth).json

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from billing import clock
-from billing.config import Settings
 from billing.adapters.models import Campaign, IdempotencyRecord
+from billing.config import Settings
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app, idempotency
 

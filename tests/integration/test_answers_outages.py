@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 import structlog
 
-from billing.adapters import db as billing_db
 from billing import recovery
+from billing.adapters import db as billing_db
 from billing.adapters import migrations
+from billing.adapters.models import Campaign, Contact, Queue
 from billing.config import Settings
 from billing.errors import DATABASE_RETRY_AFTER_SECONDS
-from billing.adapters.models import Campaign, Contact, Queue
 from tests.conftest import postgres_database
 from tests.e2e.stack import free_port
 from tests.factories import contact, make_tenant, phones
@@ -164,8 +164,9 @@ def test_a_database_that_went_away_mid_request_is_503_and_the_record_is_not_kept
     restart): 503, and the Idempotency-Key is free for the retry."""
     setup = make_tenant()
     client = create_app(Settings(database_url=db), jobs=BrokerDown()).test_client()
-    from billing import campaigns
     from peewee import OperationalError
+
+    from billing import campaigns
 
     def lost(*args, **kwargs):
         raise OperationalError("server closed the connection unexpectedly")
@@ -178,7 +179,7 @@ def test_a_database_that_went_away_mid_request_is_503_and_the_record_is_not_kept
     assert retried.status_code == 200 and "Idempotent-Replayed" not in retried.headers
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_schema_not_upgraded_is_503_naming_the_command(kind, tmp_path, request):
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path}/empty.sqlite3"

@@ -12,12 +12,12 @@ from datetime import date, datetime
 import pytest
 
 from billing import campaigns, clock
+from billing.adapters.models import Contact
 from billing.campaigns import amount_problem
 from billing.config import Settings
 from billing.domain.duedates import type_contradiction
-from billing.errors import InvalidRequest
-from billing.adapters.models import Contact
 from billing.domain.states import ContactStatus
+from billing.errors import InvalidRequest
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app
 

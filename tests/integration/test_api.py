@@ -8,8 +8,8 @@ from datetime import date, timedelta
 import pytest
 
 from billing import apikeys
-from billing.config import Settings
 from billing.adapters.models import ApiKey, Campaign
+from billing.config import Settings
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app
 

@@ -11,9 +11,9 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from billing import callbacks, campaigns, clock
+from billing.adapters.models import CallbackAttempt, CallbackDelivery, DisabledEndpoint
 from billing.domain import signing
 from billing.errors import InvalidRequest
-from billing.adapters.models import CallbackAttempt, CallbackDelivery, DisabledEndpoint
 from tests.factories import contact, make_tenant
 
 
@@ -63,7 +63,7 @@ def test_fourth_try_arrives_with_the_same_id_and_a_valid_signature(db, receiver_
     receiver = receiver_factory((500, {}), (503, {}), (502, {}))
     delivery_id = _delivery(setup, receiver.url)
     now = datetime(2030, 1, 1, 12, 0)
-    for attempt, expected_wait in enumerate(callbacks.RETRY_SCHEDULE[:3]):
+    for _attempt, expected_wait in enumerate(callbacks.RETRY_SCHEDULE[:3]):
         with clock.frozen(lambda: now):
             report = callbacks.deliver(delivery_id, now=now)
         assert report.status == callbacks.PENDING

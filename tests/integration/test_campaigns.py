@@ -6,9 +6,9 @@ from datetime import datetime
 import pytest
 
 from billing import campaigns
-from billing.errors import DuplicateCampaign, InvalidRequest, PayloadTooLarge
 from billing.adapters.models import Campaign, Contact, Queue, Variation
 from billing.domain.states import ContactStatus, QueueStatus
+from billing.errors import DuplicateCampaign, InvalidRequest, PayloadTooLarge
 from tests.factories import contact, make_tenant, phones
 
 

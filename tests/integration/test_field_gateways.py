@@ -20,13 +20,13 @@ import requests
 import structlog
 from werkzeug.serving import make_server
 
-from billing import campaigns, health, inbound, sending, tenants
-from billing.apikeys import issue_admin_token
-from billing.clock import utcnow
-from billing.config import Settings
+from billing import campaigns, dispatch, health, inbound, sending, tenants
 from billing.adapters.models import Contact, Event, InboundMessage, Instance, OptOut, Queue, SandboxMessage
 from billing.adapters.providers import ADAPTERS, gateway_for, webhook_url
 from billing.adapters.providers.base import CONNECTED, DOWN, SendResult
+from billing.apikeys import issue_admin_token
+from billing.clock import utcnow
+from billing.config import Settings
 from billing.domain.states import ContactStatus, QueueStatus
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from tests.fakes import post_json
@@ -113,7 +113,7 @@ def _campaign(setup, numbers: list[str], *, external_id: str, **extra) -> str:
 
 
 def _send_all(queue_id: str) -> list[Contact]:
-    plan = sending.plan_dispatch(queue_id, horizon=timedelta(seconds=60), batch_size=100)
+    plan = dispatch.plan_dispatch(queue_id, horizon=timedelta(seconds=60), batch_size=100)
     for contact_id, _ in plan.sends:
         sending.send_one(contact_id)
     return list(Contact.select().where(Contact.queue == queue_id).order_by(Contact.position))

@@ -17,12 +17,19 @@ from typing import Any
 import pytest
 import requests
 
-from billing.clock import utcnow
 from billing.adapters.providers.base import (
-    CONNECTED, CONNECTING, DOWN, ConnectionEvent, ConnectionStatus, GatewayError, LookupUnavailable, SendResult,
+    CONNECTED,
+    CONNECTING,
+    DOWN,
+    ConnectionEvent,
+    ConnectionStatus,
+    GatewayError,
+    LookupUnavailable,
+    SendResult,
 )
 from billing.adapters.providers.evolution import EvolutionGateway
 from billing.adapters.providers.waha import WahaGateway, webhook_signature_ok
+from billing.clock import utcnow
 from tests.fakes import WebhookReceiver
 from tests.fakes import waha as wa
 from tests.fakes.evolution import FakeEvolution

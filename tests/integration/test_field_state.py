@@ -8,16 +8,16 @@ actors run, with the clock passed in where time matters.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from peewee import OperationalError
 
-from billing import campaigns, pacing, queues, recovery, sending, transitions, workers
-from billing.clock import utcnow
+from billing import campaigns, dispatch, pacing, queues, recovery, sending, transitions, workers
 from billing.adapters.models import Contact, Event, Heartbeat, Instance, Queue, SandboxMessage
 from billing.adapters.providers import GatewayError
+from billing.clock import utcnow
 from billing.domain.states import ContactStatus, QueueStatus
 from tests.factories import contact, make_tenant, phones
 
@@ -42,7 +42,7 @@ def _status(contact_id) -> str:
 def test_cancel_gives_booked_slots_back_to_the_daily_cap(db):
     setup = make_tenant(pace={"daily_cap": 10})
     first = _campaign(setup, 20, "first")
-    plan = sending.plan_dispatch(first.queue_id, horizon=HORIZON, batch_size=500)
+    plan = dispatch.plan_dispatch(first.queue_id, horizon=HORIZON, batch_size=500)
     assert len(plan.sends) == 10  # the cap
     for contact_id, _ in plan.sends[:3]:
         assert sending.send_one(contact_id).outcome is sending.Outcome.SENT
@@ -53,7 +53,7 @@ def test_cancel_gives_booked_slots_back_to_the_daily_cap(db):
     assert pacing.sent_today(instance, now=utcnow()) == 3
 
     second = _campaign(setup, 5, "second")
-    plan = sending.plan_dispatch(second.queue_id, horizon=HORIZON, batch_size=500)
+    plan = dispatch.plan_dispatch(second.queue_id, horizon=HORIZON, batch_size=500)
     assert len(plan.sends) == 5
     assert Queue.get_by_id(second.queue_id).status == QueueStatus.PROCESSING  # not paused for the cap
     for contact_id, _ in plan.sends:
@@ -64,7 +64,7 @@ def test_cancel_gives_booked_slots_back_to_the_daily_cap(db):
 def test_pause_gives_booked_slots_back_and_failures_do_not_count(db, monkeypatch):
     setup = make_tenant(pace={"daily_cap": 10})
     created = _campaign(setup, 10)
-    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500)
+    plan = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500)
     assert Instance.get_by_id(setup.instance.id).day_count == 10
     # one permanent failure: its slot was not used by an accepted message
     from billing.adapters.providers.sandbox import SandboxGateway
@@ -115,7 +115,7 @@ def test_every_transition_lands_in_a_known_state():
 def test_a_transition_that_lost_its_race_does_nothing(db):
     setup = make_tenant()
     created = _campaign(setup, 1)
-    (contact_id, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (contact_id, _), = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
     now = utcnow()
     assert transitions.move_contacts(transitions.CLAIM, Contact.id == contact_id, now=now)
     before = Event.select().count()
@@ -129,7 +129,7 @@ def test_a_transition_that_lost_its_race_does_nothing(db):
 def test_a_claim_of_a_dead_worker_is_released_in_seconds_and_a_live_ones_is_kept(db):
     setup = make_tenant()
     created = _campaign(setup, 2)
-    (a, _), (b, _) = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (a, _), (b, _) = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
     now = utcnow()
     Heartbeat.create(id="host:1:dead", kind="worker", beat_at=now - timedelta(seconds=60), started_at=now)
     Heartbeat.create(id="host:2:live", kind="worker", beat_at=now, started_at=now)
@@ -146,7 +146,7 @@ def test_a_claim_of_a_dead_worker_is_released_in_seconds_and_a_live_ones_is_kept
 def test_a_clean_stop_releases_its_claims_at_once(db):
     setup = make_tenant()
     created = _campaign(setup, 1)
-    (a, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (a, _), = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
     now = utcnow()
     process = workers.register(kind="worker", now=now)
     assert sending.claim(a, now=now - workers.DEAD_AFTER - timedelta(seconds=1), worker=process)
@@ -158,9 +158,9 @@ def test_a_clean_stop_releases_its_claims_at_once(db):
 def test_a_booking_never_published_is_given_back_within_seconds(db):
     setup = make_tenant()
     created = _campaign(setup, 3)
-    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
+    plan = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
     published = [plan.sends[0][0]]
-    sending.mark_enqueued(published)  # the broker died before the other two were published
+    dispatch.mark_enqueued(published)  # the broker died before the other two were published
     later = utcnow() + recovery.UNPUBLISHED_GRACE + timedelta(seconds=1)
     assert recovery.release_lost_bookings(now=later) == 2
     assert _status(published[0]) == ContactStatus.QUEUED
@@ -173,7 +173,7 @@ def test_a_booking_never_published_is_given_back_within_seconds(db):
 def test_a_send_that_finds_its_queue_paused_gives_the_contact_back(db):
     setup = make_tenant()
     created = _campaign(setup, 1)
-    (a, slot), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (a, slot), = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
     # dispatch committed a booking just after the pause moved the queue's bookings back
     Queue.update(status=QueueStatus.PAUSED, pause_kind="manual").where(Queue.id == created.queue_id).execute()
     assert not sending.claim(a, now=utcnow(), slot=slot)
@@ -183,10 +183,10 @@ def test_a_send_that_finds_its_queue_paused_gives_the_contact_back(db):
 def test_a_stale_message_of_an_older_booking_claims_nothing(db):
     setup = make_tenant()
     created = _campaign(setup, 1)
-    (a, old_slot), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (a, old_slot), = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
     queues.pause(Queue.get_by_id(created.queue_id))
     queues.resume(Queue.get_by_id(created.queue_id))
-    (again, new_slot), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (again, new_slot), = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
     assert again == a and new_slot != old_slot
     assert sending.send_one(a, slot=old_slot).outcome is sending.Outcome.SKIPPED
     assert _status(a) == ContactStatus.QUEUED
@@ -196,7 +196,7 @@ def test_a_stale_message_of_an_older_booking_claims_nothing(db):
 def test_the_status_names_stalled_contacts(db):
     setup = make_tenant()
     created = _campaign(setup, 2)
-    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
+    plan = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
     later = utcnow() + queues.STALL_AFTER + timedelta(seconds=5)
     assert queues.stalled_contacts(created.queue_id, now=later) == 2
     status = queues.queue_status(Queue.get_by_id(created.queue_id))
@@ -212,7 +212,7 @@ def test_the_status_names_stalled_contacts(db):
 def test_pending_retry_counts_retries_not_first_attempts(db, monkeypatch):
     setup = make_tenant()
     created = _campaign(setup, 3)
-    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
+    plan = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
     (a, _), (b, _), _ = plan.sends
     assert sending.claim(a, now=utcnow())  # a first attempt in flight
     status = queues.queue_status(Queue.get_by_id(created.queue_id))
@@ -235,7 +235,7 @@ def test_pending_retry_counts_retries_not_first_attempts(db, monkeypatch):
 def test_a_record_is_retried_across_a_database_outage_never_the_send(db, monkeypatch):
     setup = make_tenant()
     created = _campaign(setup, 1)
-    (a, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (a, _), = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
     real_move = transitions.move_contacts
     outage = {"left": 3}
 
@@ -260,7 +260,7 @@ def test_a_late_record_wins_over_the_resend_of_a_released_claim(db, monkeypatch)
     released contact is not sent a second time."""
     setup = make_tenant()
     created = _campaign(setup, 1)
-    (a, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (a, _), = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
     real_move = transitions.move_contacts
     state = {"released": False}
 
@@ -275,7 +275,7 @@ def test_a_late_record_wins_over_the_resend_of_a_released_claim(db, monkeypatch)
     monkeypatch.setattr(sending, "RECORD_BACKOFF_SECONDS", (0.01,))
     assert sending.send_one(a).outcome is sending.Outcome.SENT
     assert _status(a) == ContactStatus.SENT
-    assert sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends == []
+    assert dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends == []
     assert SandboxMessage.select().count() == 1
 
 
@@ -286,7 +286,7 @@ def test_start_up_restarts_the_dispatch_chains_of_the_previous_process(db):
     setup = make_tenant()
     created = _campaign(setup, 5)
     now = utcnow()
-    sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=1), batch_size=1, now=now)
+    dispatch.plan_dispatch(created.queue_id, horizon=timedelta(seconds=1), batch_size=1, now=now)
     assert Queue.get_by_id(created.queue_id).next_dispatch_at is not None
     # the process stopped: its in-memory broker lost the chain's message
     assert recovery.queues_with_due_work(now=now) == []  # the chain looks alive...
@@ -299,12 +299,12 @@ def test_a_resumed_queue_books_from_now_not_after_the_slots_its_pause_gave_back(
     setup = make_tenant(messages_per_minute=30)  # a slot every 1.5-2.5 s
     created = _campaign(setup, 20)
     now = utcnow()
-    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=now)
+    plan = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=now)
     assert max(slot for _, slot in plan.sends) > now + timedelta(seconds=20)
     queues.pause(Queue.get_by_id(created.queue_id))
     queues.resume(Queue.get_by_id(created.queue_id))
     later = now + timedelta(seconds=1)
-    again = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=later)
+    again = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=later)
     assert min(slot for _, slot in again.sends) <= later + timedelta(seconds=1)
 
 
@@ -324,7 +324,7 @@ def test_an_unanswered_send_is_checked_with_the_gateway_before_a_resend(db, stor
                                 options={"typing_ms": 0, "typing": False, "timeout_seconds": 0.5},
                                 min_interval=0.01, max_interval=0.01)
         created = _campaign(setup, 1)
-        (a, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+        (a, _), = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
         fake.hang_next(1, seconds=5)
         report = sending.send_one(a)
         assert report.outcome is sending.Outcome.RETRY
@@ -351,14 +351,14 @@ def test_an_unanswered_send_is_checked_with_the_gateway_before_a_resend(db, stor
 
 def test_recovery_answers_a_question_whose_auto_reply_was_never_enqueued(db, monkeypatch):
     from billing import inbound, tenants
-    from billing.domain import replies
     from billing.adapters.models import InboundMessage
+    from billing.domain import replies
 
     setup = make_tenant()
     tenants.update_tenant(setup.tenant, auto_reply=True)
     created = campaigns.create_campaign(setup.tenant, template_type="notification", request={
         "external_id": "pix", "contacts": [contact(phones(1)[0], mensagem="Aviso", codigo_pix="000201PIX")]})
-    (a, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (a, _), = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
     sending.send_one(a)
     now = utcnow()
     question = InboundMessage.create(
@@ -389,7 +389,7 @@ def test_the_admin_api_shows_accepted_sends_as_sent_today(db):
 
     setup = make_tenant(pace={"daily_cap": 50})
     created = _campaign(setup, 20)
-    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500)
+    plan = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500)
     for contact_id, _ in plan.sends[:4]:
         sending.send_one(contact_id)
     view = admin.instance_view(Instance.get_by_id(setup.instance.id))
@@ -403,7 +403,7 @@ def test_a_send_broken_after_its_claim_gives_the_claim_back(db, monkeypatch):
     cannot take it now."""
     setup = make_tenant()
     created = _campaign(setup, 2)
-    (a, _), (b, _) = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (a, _), (b, _) = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
 
     def down(contact_id):
         raise OperationalError("server closed the connection unexpectedly")
@@ -434,7 +434,7 @@ def test_concurrent_failures_of_one_tenant_do_not_deadlock(db, monkeypatch):
 
     setup = make_tenant()
     created = _campaign(setup, 2)
-    (a, _), (b, _) = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (a, _), (b, _) = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
     for contact_id in (a, b):
         assert sending.claim(contact_id, now=utcnow())
     # (SQLite serializes writers: there the second waits for the first, and

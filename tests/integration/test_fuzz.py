@@ -6,8 +6,9 @@ authentication and reach validation and the handlers.
 
 For every answer: no 5xx; an error is JSON ``{success: false, message}``; the
 status is one the document lists and the body matches the documented schema.
-The session's request count is checked (>= 1,000) and printed by the last test:
-``pytest tests/integration/test_fuzz.py -q -s``.
+How many requests the fuzzer sends is checked (>= 1,000) by a test of its own,
+which generates the same derandomized cases without sending them and prints
+them per operation: ``pytest tests/integration/test_fuzz.py -q -s -k enough``.
 
 BILLING_FUZZ_EXAMPLES sets the generated examples per operation (default: enough
 for 1,200 requests over the documented operations, at least 15 each).
@@ -21,12 +22,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import math
 import os
 import re
-import time
 import zlib
 from collections import Counter
 
@@ -37,14 +38,19 @@ from flask import got_request_exception
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.core import NotSet
+from schemathesis.generation.feedback import FeedbackSources
+from schemathesis.pytest._test_builder import build_operation_test
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, response_schema_conformance, status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
 )
 
 from billing import apikeys, tenants
-from billing.adapters import db as billing_db, migrations
-from billing.config import Settings
+from billing.adapters import db as billing_db
+from billing.adapters import migrations
 from billing.adapters.models import ApiKey, Tenant
+from billing.config import Settings
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app, openapi
 
@@ -74,10 +80,14 @@ EXAMPLES = int(os.environ.get("BILLING_FUZZ_EXAMPLES", 0)) or max(15, math.ceil(
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 schema.app = APP
 
-STATS = {
-    "requests": 0, "seconds": 0.0, "runs": 0,
-    "by_operation": Counter(), "by_status": Counter(), "time_by_operation": Counter(), "status_by_operation": {},
-}
+#: Hypothesis settings of the fuzz test, and of the count of the requests it
+#: sends: derandomized, so both see the same cases.
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck),
+)
+
+#: Numbers the requests a worker sends, to make generated ids unique.
+_serials = itertools.count()
 
 
 @dataclasses.dataclass
@@ -204,6 +214,7 @@ def _prepare(case, env: Env) -> dict:
     generated ids and phones are swapped for real ones."""
     op = _operation(case.method, case.operation.path)
     headers = _credentials(op, env)
+    serial = next(_serials)
     kwargs: dict = {}
     params = case.path_parameters or {}
     for name, real in (("queue_id", env.queue_id), ("campaign_id", env.campaign_id)):
@@ -211,14 +222,14 @@ def _prepare(case, env: Env) -> dict:
             params[name] = real
     path, body = case.operation.path, case.body
     key = (case.headers or {}).get("Idempotency-Key")
-    if isinstance(key, str) and key.strip() and len(key) <= 255 and _pick((key, STATS["requests"])):
+    if isinstance(key, str) and key.strip() and len(key) <= 255 and _pick((key, serial)):
         # Generated keys repeat ("0", "000..."): most cases get a fresh one, the rest replay or meet a 422.
-        case.headers["Idempotency-Key"] = f"{key[:200]}-{STATS['requests']}"
+        case.headers["Idempotency-Key"] = f"{key[:200]}-{serial}"
     if path.endswith("/send/{template_type}") and isinstance(body, dict) and isinstance(body.get("contacts"), list):
         seed = zlib.crc32(repr(body).encode())
         if isinstance(body.get("external_id"), str) and body["external_id"].strip() and _pick(seed):
             # Hypothesis repeats small ids ("0"): most cases get a fresh one, the rest meet 409.
-            body["external_id"] = f"{body['external_id'][:200]}-{STATS['requests']}"
+            body["external_id"] = f"{body['external_id'][:200]}-{serial}"
         # Random phones are almost never valid: most contacts get a real one and
         # the template's variables when missing (generated values are kept), so
         # campaigns get created and rendered, not only rejected.
@@ -257,22 +268,11 @@ def _raw_json(body) -> bytes | None:
 # --- the fuzz test ----------------------------------------------------------------
 
 @schema.parametrize()
-@settings(
-    max_examples=EXAMPLES, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck),
-)
+@FUZZ_SETTINGS
 def test_every_generated_request_gets_a_sound_answer(case, fuzz_env):
-    STATS["runs"] += 1
     call = _prepare(case, fuzz_env)
-    started = time.perf_counter()
     response = case.call(**call)
-    elapsed = time.perf_counter() - started
     label = f"{case.method} {case.operation.path}"
-    STATS["requests"] += 1
-    STATS["seconds"] += elapsed
-    STATS["by_operation"][label] += 1
-    STATS["time_by_operation"][label] += elapsed
-    STATS["status_by_operation"].setdefault(label, Counter())[response.status_code] += 1
-    STATS["by_status"][response.status_code] += 1
     if "AdminBearer" in str(_operation(case.method, case.operation.path).get("security")):
         _restore(fuzz_env)
 
@@ -287,19 +287,32 @@ def test_every_generated_request_gets_a_sound_answer(case, fuzz_env):
     case.validate_response(response, checks=CHECKS, headers=call["headers"])
 
 
-def test_the_fuzzer_sent_enough_requests():
-    if not STATS["runs"]:
-        pytest.skip("the fuzz test did not run")
-    total = STATS["requests"]
-    print(
-        f"\nfuzz: {total} requests ({EXAMPLES} examples per operation) over {len(OPERATIONS)} documented operations,"
-        f" {STATS['seconds']:.1f} s in the app; statuses {dict(sorted(STATS['by_status'].items()))}"
-    )
-    for name, count in sorted(STATS["by_operation"].items(), key=lambda kv: -kv[1]):
-        if count > 1:
-            statuses = dict(sorted(STATS["status_by_operation"][name].items()))
-            print(f"  {count:5d} {STATS['time_by_operation'][name]:5.1f}s  {name}  {statuses}")
+def test_the_fuzzer_sends_enough_requests():
+    """Build, for every operation, the Hypothesis test ``schema.parametrize``
+    builds for the fuzz test, with the same settings, and count the cases it
+    generates instead of sending them: the fuzz test sends one request per
+    case, so this is its request count, whichever tests ran before or on which
+    xdist worker."""
+    generated = Counter()
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        build_operation_test(config=schema.config, operation=operation, test_func=_case_counter(generated, operation.label),
+                             given_kwargs={}, feedback=FeedbackSources())()
+    total = sum(generated.values())
+    print(f"\nfuzz: {total} requests ({EXAMPLES} examples per operation) over {len(OPERATIONS)} documented operations")
+    for label, count in generated.most_common():
+        print(f"  {count:5d}  {label}")
+    assert set(generated) == {f"{method.upper()} {path}" for method, path in OPERATIONS}, "an operation is not fuzzed"
     assert total >= MINIMUM_REQUESTS
+
+
+def _case_counter(generated: Counter, label: str):
+    """A test function with the fuzz test's settings that counts its cases in ``generated[label]``."""
+    @FUZZ_SETTINGS
+    def count(case):
+        generated[label] += 1
+
+    return count
 
 
 # --- known product bugs (found by this fuzzer) --------------------------------------
@@ -340,7 +353,7 @@ def test_integer_ids_beyond_the_database_range_are_not_found(fuzz_env):
     for method, path in OPERATIONS:
         names = _integer_parameters(_operation(method, path), "path")
         if names:
-            errors.send(method, path, _url(path, {n: HUGE for n in names}), json={})
+            errors.send(method, path, _url(path, dict.fromkeys(names, HUGE)), json={})
     errors.check()
 
 

@@ -11,16 +11,26 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
 
 from billing.adapters.providers import ADAPTERS, gateway_for
 from billing.adapters.providers.base import (
-    ACK_DELIVERED, ACK_FAILED, ACK_READ, ACK_SENT, CONNECTED, CONNECTING, DOWN,
-    AckEvent, GatewayError, InboundMessage, NumberCheck,
+    ACK_DELIVERED,
+    ACK_FAILED,
+    ACK_READ,
+    ACK_SENT,
+    CONNECTED,
+    CONNECTING,
+    DOWN,
+    AckEvent,
+    GatewayError,
+    InboundMessage,
+    NumberCheck,
 )
 from billing.adapters.providers.evolution import EvolutionGateway
 from billing.adapters.providers.http import flatten_message

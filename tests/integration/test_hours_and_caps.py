@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from billing import campaigns, clock, pacing, queues, recovery, sending
+from billing import campaigns, clock, dispatch, pacing, queues, recovery, sending
 from billing.adapters.models import Contact, Instance, Queue, SandboxMessage
 from billing.domain.states import ContactStatus, QueueStatus
 from tests.factories import contact, make_tenant, phones
@@ -25,7 +25,7 @@ def _campaign(setup, count, *, template_type="overdue", external_id="c1", now=No
 def _run(queue_id, *, now):
     """One dispatch at ``now`` and the sends it booked, each at its slot time."""
     with clock.frozen(lambda: now):
-        plan = sending.plan_dispatch(queue_id, horizon=HORIZON, batch_size=100)
+        plan = dispatch.plan_dispatch(queue_id, horizon=HORIZON, batch_size=100)
     for contact_id, slot in plan.sends:
         with clock.frozen(lambda: slot):
             sending.send_one(contact_id)
@@ -103,7 +103,7 @@ def test_instance_daily_cap_pauses_until_local_midnight(db):
     assert plan.sends == []
     queue = Queue.get_by_id(created.queue_id)
     local_midnight = datetime(2026, 9, 10, 3, 0)
-    assert (queue.status, queue.pause_reason, queue.resume_at) == (QueueStatus.PAUSED, sending.DAILY_CAP_REASON, local_midnight)
+    assert (queue.status, queue.pause_reason, queue.resume_at) == (QueueStatus.PAUSED, dispatch.DAILY_CAP_REASON, local_midnight)
     assert recovery.resume_due_pauses(now=local_midnight) == [created.queue_id]
     assert len(_run(created.queue_id, now=local_midnight).sends) == 2
 

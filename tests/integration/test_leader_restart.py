@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -43,7 +43,7 @@ STOP_TIMEOUT = 20
 
 def _utcnow() -> datetime:
     """Naive UTC, as the JSON logs' timestamps are read."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _postgres_bin() -> Path | None:

@@ -13,8 +13,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from billing import apikeys, tenants
-from billing.config import Settings
 from billing.adapters.models import ApiKey
+from billing.config import Settings
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app, docs, openapi
 
@@ -336,7 +336,7 @@ def test_the_docs_page_shows_every_operation(app, document):
     page = response.get_data(as_text=True)
     assert "<script" not in page.lower()
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page), "the page must load nothing"
-    for method, path, op in _operations(document):
+    for _method, path, op in _operations(document):
         assert f"<code>{docs.escape(path)}</code>" in page, path
         assert docs.escape(op["summary"]) in page
         assert f'id="op-{op["operationId"]}"' in page

@@ -13,10 +13,10 @@ import pytest
 import structlog
 
 from billing import apikeys, campaigns, tenants
+from billing.adapters.models import ALL_MODELS, ApiKey, Campaign, RateCounter, Template
 from billing.clock import utcnow
 from billing.config import Settings
 from billing.logconfig import configure_logging
-from billing.adapters.models import ALL_MODELS, ApiKey, Campaign, RateCounter, Template
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app
 
@@ -52,7 +52,7 @@ def test_the_database_holds_no_key_in_plaintext(db):
         ({"revoked_at": utcnow()}, 401, "API key revoked"),
         ({"expires_at": utcnow() - timedelta(seconds=1)}, 401, "API key expired"),
         ({"allowed_ips": ["203.0.113.0/24"]}, 403, "API key not allowed from this address"),
-        ({"template_types": "notification"}, 403, "this API key may not send 'overdue' messages"),
+        ({"message_types": ["notification"]}, 403, "this API key may not send 'overdue' messages"),
     ],
     ids=["revoked", "expired", "wrong-ip", "wrong-scope"],
 )

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from billing import campaigns, health, queues, recovery, sending
+from billing import campaigns, dispatch, health, queues, recovery, sending
 from billing.adapters.models import Contact, Event, Instance, Queue, SandboxMessage
 from billing.adapters.providers import ADAPTERS, GatewayError
 from billing.adapters.providers.base import NumberCheck
@@ -25,7 +25,7 @@ def _campaign(setup, count: int, external_id: str = "c1"):
 def _drain(queue_id, *, now=None):
     """Run dispatch and every send it plans until nothing is left."""
     for _ in range(100):
-        plan = sending.plan_dispatch(queue_id, horizon=HORIZON, batch_size=500, now=now)
+        plan = dispatch.plan_dispatch(queue_id, horizon=HORIZON, batch_size=500, now=now)
         for contact_id, _ in plan.sends:
             sending.send_one(contact_id)
         if plan.next_dispatch_in is None:
@@ -50,7 +50,7 @@ def test_dispatch_books_sends_and_completes(db):
 def test_a_redelivered_send_does_nothing(db):
     setup = make_tenant()
     created = _campaign(setup, 1)
-    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
+    plan = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
     (contact_id, _), = plan.sends
     assert sending.send_one(contact_id).outcome is sending.Outcome.SENT
     assert sending.send_one(contact_id).outcome is sending.Outcome.SKIPPED
@@ -61,8 +61,8 @@ def test_a_redelivered_send_does_nothing(db):
 def test_a_redelivered_dispatch_books_nothing_twice(db):
     setup = make_tenant()
     created = _campaign(setup, 5)
-    first = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
-    second = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
+    first = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
+    second = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
     assert len(first.sends) == 5 and second.sends == []
 
 
@@ -73,11 +73,11 @@ def test_slots_follow_the_instance_pace(db):
     setup = make_tenant(messages_per_minute=60, pace=EXACT_SECOND)  # one a second
     created = _campaign(setup, 10)
     now = datetime(2030, 1, 1, 12, 0, 0)
-    plan = sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=4.5), batch_size=100, now=now)
+    plan = dispatch.plan_dispatch(created.queue_id, horizon=timedelta(seconds=4.5), batch_size=100, now=now)
     assert [(slot - now).total_seconds() for _, slot in plan.sends] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert plan.next_dispatch_in == pytest.approx(2.0)  # 2 s before the last booked slot
     assert Instance.get_by_id(setup.instance.id).next_slot_at == now + timedelta(seconds=5)
-    later = sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=4.5), batch_size=100, now=now + timedelta(seconds=2))
+    later = dispatch.plan_dispatch(created.queue_id, horizon=timedelta(seconds=4.5), batch_size=100, now=now + timedelta(seconds=2))
     # the next booking continues the pace where the previous one ended
     assert [(slot - now).total_seconds() for _, slot in later.sends] == [5.0, 6.0]
 
@@ -86,8 +86,8 @@ def test_two_queues_share_one_instance_pace(db):
     setup = make_tenant(messages_per_minute=60, pace=EXACT_SECOND)
     a, b = _campaign(setup, 3, "a"), _campaign(setup, 3, "b")
     now = datetime(2030, 1, 1, 12, 0, 0)
-    plan_a = sending.plan_dispatch(a.queue_id, horizon=HORIZON, batch_size=100, now=now)
-    plan_b = sending.plan_dispatch(b.queue_id, horizon=HORIZON, batch_size=100, now=now)
+    plan_a = dispatch.plan_dispatch(a.queue_id, horizon=HORIZON, batch_size=100, now=now)
+    plan_b = dispatch.plan_dispatch(b.queue_id, horizon=HORIZON, batch_size=100, now=now)
     assert [(s - now).total_seconds() for _, s in plan_a.sends] == [0.0, 1.0, 2.0]
     assert [(s - now).total_seconds() for _, s in plan_b.sends] == [3.0, 4.0, 5.0]
 
@@ -95,7 +95,7 @@ def test_two_queues_share_one_instance_pace(db):
 def test_pause_gives_booked_contacts_back_and_resume_sends_them(db):
     setup = make_tenant()
     created = _campaign(setup, 4)
-    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
+    plan = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
     sending.send_one(plan.sends[0][0])
     queue = Queue.get_by_id(created.queue_id)
     assert queues.pause(queue, reason="ERP asked") is True
@@ -115,14 +115,14 @@ def test_pause_gives_booked_contacts_back_and_resume_sends_them(db):
 def test_cancel_ends_every_unsent_contact(db):
     setup = make_tenant()
     created = _campaign(setup, 5)
-    plan = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=2)
+    plan = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=2)
     sending.send_one(plan.sends[0][0])
     queue = Queue.get_by_id(created.queue_id)
     assert queues.cancel(queue) is True
     assert sending.send_one(plan.sends[1][0]).outcome is sending.Outcome.SKIPPED
     counts = queues.counts_by_status(queue.id)
     assert counts == {ContactStatus.SENT: 1, ContactStatus.CANCELLED: 4}
-    assert sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends == []
+    assert dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends == []
     with pytest.raises(Exception, match="cancelled"):
         queues.resume(queue)
 
@@ -154,7 +154,7 @@ def test_permanent_error_fails_at_once(db, failing_gateway):
     Instance.update(provider="failing").execute()
     failing_gateway.error = GatewayError("number is not on WhatsApp", transient=False)
     created = _campaign(setup, 1)
-    (contact_id, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (contact_id, _), = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
     report = sending.send_one(contact_id)
     assert report.outcome is sending.Outcome.FAILED
     row = Contact.get_by_id(contact_id)
@@ -167,7 +167,7 @@ def test_transient_error_retries_until_attempts_run_out(db, failing_gateway):
     Instance.update(provider="failing").execute()
     failing_gateway.error = GatewayError("gateway answered 503", transient=True)
     created = _campaign(setup, 1)
-    (contact_id, _), = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
+    (contact_id, _), = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends
     outcomes = [sending.send_one(contact_id).outcome for _ in range(setup.tenant.max_attempts)]
     assert outcomes == [sending.Outcome.RETRY] * (setup.tenant.max_attempts - 1) + [sending.Outcome.FAILED]
     row = Contact.get_by_id(contact_id)
@@ -179,7 +179,7 @@ def test_no_instance_turns_the_queue_instance_down_until_one_returns(db):
     setup = make_tenant()
     Instance.update(is_active=False).execute()
     created = _campaign(setup, 1)
-    assert sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends == []
+    assert dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10).sends == []
     queue = Queue.get_by_id(created.queue_id)
     assert queue.status == QueueStatus.INSTANCE_DOWN and queue.pause_reason == health.INSTANCE_DOWN_REASON
     assert recovery.resume_due_pauses() == []  # still no instance
@@ -192,7 +192,7 @@ def test_no_instance_turns_the_queue_instance_down_until_one_returns(db):
 def test_recovery_releases_bookings_whose_message_was_lost(db):
     setup = make_tenant()
     created = _campaign(setup, 3)
-    sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
+    dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=10)
     # the broker lost the three messages; nothing happens until the grace passes
     assert recovery.release_lost_bookings() == 0
     assert recovery.release_lost_bookings(now=datetime.utcnow() + timedelta(minutes=10)) == 3
@@ -206,18 +206,18 @@ def test_one_dispatch_chain_per_queue(db):
     setup = make_tenant(messages_per_minute=60, pace=EXACT_SECOND)
     created = _campaign(setup, 200)
     now = datetime(2030, 1, 1, 12, 0, 0)
-    first = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=now)
+    first = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=now)
     assert len(first.sends) == 61 and first.next_dispatch_in == pytest.approx(58.0)
     # an extra trigger while the chain is scheduled (recovery, a given-back contact) does nothing
-    extra = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=now + timedelta(seconds=5))
+    extra = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=now + timedelta(seconds=5))
     assert extra.sends == [] and extra.next_dispatch_in is None
     assert recovery.queues_with_due_work(now=now + timedelta(seconds=5)) == []  # the chain is alive
     # the chain's own message, on time, continues it
-    second = sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=now + timedelta(seconds=58))
+    second = dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=now + timedelta(seconds=58))
     assert len(second.sends) > 0 and second.next_dispatch_in is not None
     # the chain's next message is lost: recovery starts a new chain once it is overdue
     lost_at = now + timedelta(seconds=58 + second.next_dispatch_in)
     # (within seconds, not minutes: recovery.LOST_CHAIN_GRACE)
     assert recovery.queues_with_due_work(now=lost_at + timedelta(seconds=4)) == []
     assert recovery.queues_with_due_work(now=lost_at + timedelta(seconds=6)) == [created.queue_id]
-    assert sending.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=lost_at + timedelta(seconds=6)).sends
+    assert dispatch.plan_dispatch(created.queue_id, horizon=HORIZON, batch_size=500, now=lost_at + timedelta(seconds=6)).sends

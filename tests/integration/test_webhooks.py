@@ -10,11 +10,11 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from billing import campaigns, inbound, sending, tenants
-from billing.clock import utcnow
+from billing import campaigns, dispatch, inbound, sending, tenants
 from billing.adapters.db import write_transaction
-from billing.config import Settings
 from billing.adapters.models import CallbackDelivery, Contact, InboundMessage, Instance, OptOut, Queue
+from billing.clock import utcnow
+from billing.config import Settings
 from billing.domain.states import ContactStatus, QueueStatus
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from tests.fakes import without_nine
@@ -63,7 +63,7 @@ def _send_all(setup, count: int, *, external_id: str = "w1", start: int = 0) -> 
         request={"external_id": external_id, "callback_url": RECEIVER,
                  "contacts": [contact(p) for p in phones(count, start=start)]},
     )
-    plan = sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=100)
+    plan = dispatch.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=100)
     for contact_id, _ in plan.sends:
         sending.send_one(contact_id)
     return list(Contact.select().where(Contact.queue == created.queue_id).order_by(Contact.position))
@@ -149,7 +149,7 @@ def test_an_opt_out_stops_pending_contacts_of_that_phone_at_once(app):
     with write_transaction():
         inbound.opt_out(setup.tenant.id, target, reason="SAIR", now=utcnow())
     assert Contact.get(Contact.queue == created.queue_id).status == ContactStatus.OPTED_OUT
-    assert sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=10).sends == []
+    assert dispatch.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=10).sends == []
     assert Queue.get_by_id(created.queue_id).status == QueueStatus.COMPLETED
 
 
@@ -201,7 +201,7 @@ def test_a_payment_question_is_answered_once_with_the_pix_code(app):
             setup.tenant, template_type="overdue",
             request={"external_id": "pix", "contacts": [contact(phones(1)[0], codigo_pix="00020126***6304ABCD")]},
         )
-        (contact_id, _), = sending.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=5).sends
+        (contact_id, _), = dispatch.plan_dispatch(created.queue_id, horizon=timedelta(seconds=60), batch_size=5).sends
         sending.send_one(contact_id)
         url = f"{app.base}/webhooks/evolution/{instance.id}/{instance.webhook_secret}"
         fake.post_inbound(url, phone=phones(1)[0], text="como faço pra pagar? manda o pix")

@@ -1,7 +1,7 @@
 """Tests for billing.domain.duedates."""
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -102,7 +102,7 @@ LATE_EVENING_UTC = datetime(2025, 3, 10, 1, 30)
     "tz_name, now, expected",
     [
         ("America/Sao_Paulo", LATE_EVENING_UTC, date(2025, 3, 9)),
-        ("America/Sao_Paulo", LATE_EVENING_UTC.replace(tzinfo=timezone.utc), date(2025, 3, 9)),
+        ("America/Sao_Paulo", LATE_EVENING_UTC.replace(tzinfo=UTC), date(2025, 3, 9)),
         ("America/Sao_Paulo", datetime(2025, 3, 10, 3, 0), date(2025, 3, 10)),
         ("UTC", LATE_EVENING_UTC, date(2025, 3, 10)),
         ("America/Manaus", datetime(2025, 3, 10, 3, 30), date(2025, 3, 9)),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import unicodedata
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -10,10 +10,10 @@ import pytest
 
 from billing.domain import hours as hours_module
 from billing.domain.hours import (
+    BRAZIL_DDD_TIMEZONES,
     END_OF_DAY,
     EXTRA_HOLIDAY_NAME,
     NEXT_OPEN_SEARCH_DAYS,
-    BRAZIL_DDD_TIMEZONES,
     Calendar,
     InvalidSchedule,
     WeeklyHours,
@@ -38,7 +38,7 @@ def sp(*args: int) -> datetime:
 
 def utc_of(local: datetime, zone: str) -> datetime:
     """Naive UTC of a (fold-aware) naive local time, computed independently."""
-    return local.replace(tzinfo=ZoneInfo(zone)).astimezone(timezone.utc).replace(tzinfo=None)
+    return local.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC).replace(tzinfo=None)
 
 
 def weekdays(*days: int, start: time, end: time) -> tuple[tuple[int, time, time], ...]:
@@ -529,7 +529,7 @@ def test_dst_weekends_open_at_local_eight(saturday_utc, sunday_open_utc, monday_
     assert sunday_open == sunday_open_utc
     assert monday_open == monday_open_utc
     for opened in (friday_open, saturday_open, sunday_open, monday_open):
-        local = opened.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(NEW_YORK))
+        local = opened.replace(tzinfo=UTC).astimezone(ZoneInfo(NEW_YORK))
         assert local.time() == time(8)
     # The offset changes by one hour across the weekend.
     assert abs((monday_open - saturday_open) - timedelta(days=2)) == timedelta(hours=1)

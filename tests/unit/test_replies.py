@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import unicodedata
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from billing.domain.replies import (
     INTENTS,
@@ -19,6 +23,32 @@ from billing.domain.replies import (
     normalize,
 )
 from tests.unit.replies_labelled import HELD_OUT, LABELLED
+
+#: Every labelled message, for properties that need realistic replies.
+LABELLED_TEXTS = [text for text, _ in LABELLED + HELD_OUT]
+
+#: Replies to check properties on: arbitrary text, labelled messages, and two
+#: labelled messages in one (which match rules of several intents, so the
+#: conflict penalty applies).
+MESSAGES = st.one_of(
+    st.text(),
+    st.sampled_from(LABELLED_TEXTS),
+    st.tuples(st.sampled_from(LABELLED_TEXTS), st.sampled_from(LABELLED_TEXTS)).map(" ".join),
+)
+
+#: What :func:`normalize` may output: lower-case ASCII words, one space apart.
+NORMALIZED = re.compile(r"(?:[a-z0-9]+(?: [a-z0-9]+)*)?")
+
+
+def _strip_accents(text: str) -> str:
+    return "".join(char for char in unicodedata.normalize("NFKD", text) if not unicodedata.combining(char))
+
+
+#: Ways customers type the same message: its case, accents, surrounding space.
+SURFACE_VARIATIONS = {
+    "upper": str.upper, "lower": str.lower, "title": str.title, "swapcase": str.swapcase,
+    "no accents": _strip_accents, "padded": lambda text: f"  {text}\n\t",
+}
 
 #: Thresholds the product needs: a wrong opt-out loses a customer, a missed
 #: one breaks the law and WhatsApp policy.
@@ -274,14 +304,36 @@ def test_mixed_message_lowers_confidence_and_names_the_rule():
     assert plain.matched == "paid_verb: paguei"
 
 
-@pytest.mark.parametrize("text, expected", LABELLED + HELD_OUT)
-def test_result_is_well_formed(text, expected):
+@given(MESSAGES)
+def test_any_message_gets_a_well_formed_classification(text):
     result = classify(text)
 
     assert result.intent in INTENTS
     assert 0.0 <= result.confidence <= 1.0
-    # Every decision other than "no rule matched" names its rule for the logs.
-    assert bool(result.matched) == (result.intent != OTHER)
+    if not text.strip():
+        assert (result.intent, result.matched) == (OTHER, "empty")
+    else:
+        # Every decision other than "no rule matched" names its rule for the logs.
+        assert bool(result.matched) == (result.intent != OTHER), result
+    assert classify(text) == result  # no state carried from one message to the next
+
+
+@pytest.mark.parametrize("variation", sorted(SURFACE_VARIATIONS))
+def test_case_accents_and_surrounding_space_do_not_change_the_intent(variation):
+    vary = SURFACE_VARIATIONS[variation]
+    changed = [(text, classify(text).intent, classify(vary(text)).intent) for text in LABELLED_TEXTS
+               if classify(vary(text)).intent != classify(text).intent]
+
+    assert changed == []
+
+
+@given(st.text())
+def test_normalize_gives_lower_case_ascii_words_and_is_idempotent(text):
+    normalized = normalize(text)
+
+    assert NORMALIZED.fullmatch(normalized), normalized
+    assert normalize(normalized) == normalized
+    assert normalize(text.upper()) == normalize(text.lower()) or not text.isascii()
 
 
 def test_classification_is_frozen():

@@ -1,64 +1,97 @@
-"""Gateway adapters, chosen by an instance's ``provider``."""
+"""Gateway providers: each module of this package that declares a module-level
+``PROVIDER`` (a :class:`~billing.adapters.providers.registry.Provider`) is
+registered when the package is imported, so adding a provider is adding one
+module. The rest of the code reads the registry (``PROVIDERS``) and reaches
+an instance's gateway through :func:`gateway_for`.
+"""
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from typing import Any
 
-from billing.errors import InvalidRequest
-from billing.adapters.models import Instance
+from pydantic import ValidationError
+
 from billing.adapters.providers.base import ConnectionStatus, Gateway, GatewayError, LookupUnavailable, SendResult
-from billing.adapters.providers.evolution import EvolutionGateway
-from billing.adapters.providers.sandbox import SandboxGateway
-from billing.adapters.providers.waha import WahaGateway
+from billing.adapters.providers.registry import (
+    ADAPTERS,
+    PROVIDERS,
+    Provider,
+    ProviderName,
+    ProviderOptions,
+    mask_webhook_secrets,
+    register,
+    unregister,
+    webhook_lines,
+    webhook_url,
+)
+from billing.errors import InvalidRequest
 
-#: provider name -> adapter factory. Real gateways register here too.
-ADAPTERS: dict[str, Callable[[Instance], Gateway]] = {
-    "sandbox": SandboxGateway,
-    "evolution": EvolutionGateway,
-    "waha": WahaGateway,
-}
-
-#: Every provider an instance may name (adapters for the real gateways are
-#: added as they are built; an instance of one without an adapter cannot send).
-PROVIDERS = ("sandbox", "evolution", "waha")
+#: The module-level name under which a provider module declares itself.
+DECLARATION = "PROVIDER"
 
 
-def gateway_for(instance: Instance) -> Gateway:
-    """The adapter that talks to ``instance``'s gateway."""
+def _discover() -> None:
+    """Register the ``PROVIDER`` of every module of this package, in name order."""
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        declaration = getattr(module, DECLARATION, None)
+        if isinstance(declaration, Provider):
+            register(declaration)
+
+
+def gateway_for(instance: Any) -> Gateway:
+    """The adapter that talks to ``instance``'s gateway.
+
+    Raises:
+      GatewayError: no adapter is registered for the instance's provider (permanent).
+    """
     factory = ADAPTERS.get(instance.provider)
     if factory is None:
         raise GatewayError(f"no adapter for provider '{instance.provider}' yet", transient=False)
     return factory(instance)
 
 
-#: Where each provider's gateway posts its webhooks; the secret in the path
-#: authenticates them (neither Evolution nor WAHA Core signs its bodies).
-WEBHOOK_PATHS = {
-    "evolution": "/webhooks/evolution/{id}/{secret}",
-    "waha": "/webhooks/waha/{id}/{secret}",
-}
+def provider_of(name: str) -> Provider:
+    """The registered provider called ``name``.
+
+    Raises:
+      InvalidRequest: no provider has that name.
+    """
+    provider = PROVIDERS.get(name)
+    if provider is None:
+        raise InvalidRequest(f"provider must be one of {', '.join(PROVIDERS)}, got '{name}'")
+    return provider
 
 
-def webhook_url(instance: Instance, *, base_url: str = "") -> str:
-    """The URL to configure as the instance's webhook on its gateway ("" for
-    providers without webhooks).
+def check_options(name: str, options: Mapping[str, Any] | None) -> dict:
+    """An instance's options validated against its provider's schema, as stored.
 
     Parameters:
-      instance: has ``provider``, ``id`` and ``webhook_secret``.
-      base_url: where gateways reach this service (``PUBLIC_URL``); "" gives the path alone.
+      name: the instance's provider.
+      options: the options as sent (None: none).
+
+    Raises:
+      InvalidRequest: an unknown provider, an unknown option, a wrong type or
+        a value out of bounds; one ``{field, message}`` per problem.
     """
-    template = WEBHOOK_PATHS.get(instance.provider)
-    if template is None:
-        return ""
-    return base_url.rstrip("/") + template.format(id=instance.id, secret=instance.webhook_secret)
+    provider = provider_of(name)
+    try:
+        return provider.parse_options(options or {})
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(part) for part in ("options", *error["loc"])), "message": error["msg"]}
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        first = errors[0]
+        raise InvalidRequest(f"invalid {name} options: {first['field']}: {first['message']}", errors=errors) from None
 
 
-def check_provider(name: str) -> str:
-    if name not in PROVIDERS:
-        raise InvalidRequest(f"provider must be one of {', '.join(PROVIDERS)}, got '{name}'")
-    return name
-
+_discover()
 
 __all__ = [
-    "ADAPTERS", "PROVIDERS", "WEBHOOK_PATHS", "ConnectionStatus", "Gateway", "GatewayError", "LookupUnavailable",
-    "SendResult", "gateway_for", "check_provider", "webhook_url",
+    "ADAPTERS", "PROVIDERS", "ConnectionStatus", "Gateway", "GatewayError", "LookupUnavailable", "Provider",
+    "ProviderName", "ProviderOptions", "SendResult", "check_options", "gateway_for",
+    "mask_webhook_secrets", "provider_of", "register", "unregister", "webhook_lines", "webhook_url",
 ]

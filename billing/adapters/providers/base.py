@@ -5,9 +5,10 @@ the rest of billing/ never sees a gateway's own shapes.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Mapping, Protocol, Union
+from typing import Protocol, Union
 
 #: Connection states every adapter reports (gateways' own words are mapped).
 CONNECTED = "connected"

@@ -21,32 +21,71 @@ Shapes follow Evolution 2.3.6's real answers (see PROVIDERS.md). Decisions:
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any, Literal, Optional, Union
 from urllib.parse import quote
 
+from pydantic import Field
+
 from billing.adapters.providers.base import (
-    ACK_DELIVERED, ACK_FAILED, ACK_READ, ACK_SENT, CONNECTED, CONNECTING, DOWN,
-    AckEvent, ConnectionEvent, ConnectionStatus, GatewayError, InboundMessage, LookupUnavailable, NumberCheck,
-    SendResult, WebhookEvent,
+    ACK_DELIVERED,
+    ACK_FAILED,
+    ACK_READ,
+    ACK_SENT,
+    CONNECTED,
+    CONNECTING,
+    DOWN,
+    AckEvent,
+    ConnectionEvent,
+    ConnectionStatus,
+    GatewayError,
+    InboundMessage,
+    LookupUnavailable,
+    NumberCheck,
+    SendResult,
+    WebhookEvent,
 )
 from billing.adapters.providers.http import (
-    CLOCK_SKEW_SECONDS, DEFAULT_TIMEOUT_SECONDS, HTTP_BAD_REQUEST, HTTP_NOT_FOUND, HTTP_UNAUTHORIZED, MS_PER_SECOND,
-    GatewayClient, Reply, dig, digits_of, epoch_seconds, flatten_message, is_personal_chat, jid_parts,
-    naive_utc_epoch, number_option, options_of, phone_from_jid, shorten, status_error, text_of,
+    CLOCK_SKEW_SECONDS,
+    DEFAULT_TIMEOUT_SECONDS,
+    DEFAULT_TYPING_MS,
+    HTTP_BAD_REQUEST,
+    HTTP_NOT_FOUND,
+    HTTP_UNAUTHORIZED,
+    MS_PER_SECOND,
+    OPTION_TIMEOUT,
+    OPTION_TYPING,
+    OPTION_TYPING_MS,
+    GatewayClient,
+    HttpGatewayOptions,
+    Reply,
+    bool_option,
+    dig,
+    digits_of,
+    epoch_seconds,
+    flatten_message,
+    is_personal_chat,
+    jid_parts,
+    naive_utc_epoch,
+    number_option,
+    options_of,
+    phone_from_jid,
+    shorten,
+    status_error,
+    text_of,
 )
+from billing.adapters.providers.registry import Provider, Webhook, WebhookBody, WebhookDoc
 
-PROVIDER = "evolution"
+NAME = "evolution"
 
-#: Instance options read by this adapter.
-OPTION_TYPING_MS = "typing_ms"
-OPTION_TIMEOUT = "timeout_seconds"
+#: The instance option choosing the send body (``typing``, ``typing_ms`` and
+#: ``timeout_seconds`` are every HTTP gateway's: see :class:`EvolutionOptions`).
 OPTION_BODY = "evolution_body"
-#: ``evolution_body`` value selecting the v1.8 send body (anything else: v2).
+#: ``evolution_body`` values: the v1.8 send body, or v2's (the default).
 BODY_V1 = "v1"
+BODY_V2 = "v2"
 
-#: "typing..." shown before each message (ms); Evolution holds the call this long.
-DEFAULT_TYPING_MS = 1200
 #: v1.8's presence shown during the delay.
 PRESENCE_TYPING = "composing"
 
@@ -96,8 +135,7 @@ class EvolutionGateway:
 
     Parameters:
       instance: has ``name`` (the Evolution instance), ``url``, ``token`` (sent
-        as ``apikey``) and ``options`` (``typing_ms``, ``timeout_seconds``,
-        ``evolution_body``).
+        as ``apikey``) and ``options`` (:class:`EvolutionOptions`).
     """
 
     def __init__(self, instance: Any) -> None:
@@ -105,10 +143,12 @@ class EvolutionGateway:
         #: The instance's name on the gateway (webhooks name it in ``instance``).
         self.remote_name = str(instance.name)
         self.name = quote(self.remote_name, safe="")
-        self.typing_ms = int(number_option(options, OPTION_TYPING_MS, default=DEFAULT_TYPING_MS))
+        # Evolution shows "typing..." for the send's delay: no typing is no delay.
+        typing = bool_option(options, OPTION_TYPING, default=True)
+        self.typing_ms = int(number_option(options, OPTION_TYPING_MS, default=DEFAULT_TYPING_MS)) if typing else 0
         self.body_version = str(options.get(OPTION_BODY, "")).lower()
         self.client = GatewayClient(
-            provider=PROVIDER,
+            provider=NAME,
             base_url=instance.url,
             headers={"apikey": instance.token},
             timeout_seconds=number_option(options, OPTION_TIMEOUT, default=DEFAULT_TIMEOUT_SECONDS),
@@ -164,7 +204,7 @@ class EvolutionGateway:
         raw = text_of(dig(reply.body, "instance", "state"))
         if not raw:
             # Answered right after DELETE /instance/delete, before the 404s start.
-            return ConnectionStatus(DOWN, f"{PROVIDER}: the gateway reports no state for instance "
+            return ConnectionStatus(DOWN, f"{NAME}: the gateway reports no state for instance "
                                           f"'{self.remote_name}' (being deleted?)")
         state = STATES.get(raw, DOWN)
         return ConnectionStatus(state, _state_reason(self.remote_name, raw))
@@ -197,9 +237,9 @@ class EvolutionGateway:
             raise LookupUnavailable(_error(reply).reason)
         records = _records_of(reply.body)
         if records is None:
-            raise LookupUnavailable(f"{PROVIDER} {reply.status}: unexpected findMessages answer")
+            raise LookupUnavailable(f"{NAME} {reply.status}: unexpected findMessages answer")
         if not records:
-            raise LookupUnavailable(f"{PROVIDER}: no stored messages for {jid} (is the gateway's message store on?)")
+            raise LookupUnavailable(f"{NAME}: no stored messages for {jid} (is the gateway's message store on?)")
         earliest = naive_utc_epoch(since) - CLOCK_SKEW_SECONDS
         for record in records:
             key = record.get("key")
@@ -224,7 +264,7 @@ class EvolutionGateway:
         if not reply.ok:
             raise _error(reply)
         if not isinstance(reply.body, list):
-            raise GatewayError(f"{PROVIDER} {reply.status}: unexpected number check answer", transient=True)
+            raise GatewayError(f"{NAME} {reply.status}: unexpected number check answer", transient=True)
         entries = [entry for entry in reply.body if isinstance(entry, Mapping)]
         # The answer echoes the number asked; fall back to the only entry.
         entry = next((e for e in entries if digits_of(text_of(e.get("number"))) == digits), None)
@@ -246,7 +286,7 @@ class EvolutionGateway:
         gone = GONE_EVENTS.get(event)
         if gone is not None:
             # remove.instance carries data null: the event itself is the news.
-            return [ConnectionEvent(state=DOWN, reason=f"{PROVIDER}: instance '{self.remote_name}' {gone} ({event})")]
+            return [ConnectionEvent(state=DOWN, reason=f"{NAME}: instance '{self.remote_name}' {gone} ({event})")]
         if event == "connection.update":
             return self._connection_events(body.get("data"))
         parser = _PARSERS.get(event)
@@ -281,8 +321,8 @@ def _state_reason(name: str, raw: str) -> str:
     if raw == "open":
         return ""
     if raw == "refused":
-        return f"{PROVIDER}: WhatsApp refused to pair instance '{name}' (QR code limit reached: connect it again)"
-    return f"{PROVIDER}: instance '{name}' is not connected to WhatsApp (connect it and scan its QR code)"
+        return f"{NAME}: WhatsApp refused to pair instance '{name}' (QR code limit reached: connect it again)"
+    return f"{NAME}: instance '{name}' is not connected to WhatsApp (connect it and scan its QR code)"
 
 
 def _jid_for(chat_id: str) -> str:
@@ -330,24 +370,24 @@ def _error(reply: Reply) -> GatewayError:
     status = reply.status
     message = shorten(_message_of(reply))
     if status == HTTP_UNAUTHORIZED:
-        return status_error(provider=PROVIDER, reply=reply, message=message)
+        return status_error(provider=NAME, reply=reply, message=message)
     listed = dig(reply.body, "response", "message")
     if isinstance(listed, list) and any(isinstance(e, Mapping) and e.get("exists") is False for e in listed):
-        return GatewayError(f"{PROVIDER} {status}: number is not on WhatsApp", transient=False)
+        return GatewayError(f"{NAME} {status}: number is not on WhatsApp", transient=False)
     if any(marker in message for marker in INSTANCE_DOWN_MARKERS):
-        return GatewayError(f"{PROVIDER} {status}: {message}", transient=True, instance_down=True)
+        return GatewayError(f"{NAME} {status}: {message}", transient=True, instance_down=True)
     if (status == HTTP_BAD_REQUEST and REJECTED_SHAPE_MARKER in message) or V1_SERVER_MARKER in message:
-        return GatewayError(shorten(f"{PROVIDER} {status}: {message} ({BODY_SHAPE_HINT})"),
+        return GatewayError(shorten(f"{NAME} {status}: {message} ({BODY_SHAPE_HINT})"),
                             transient=True, instance_down=True)
     if status == HTTP_NOT_FOUND:
         # Unknown instance or wrong base URL: the instance's configuration, not the contact.
-        return GatewayError(f"{PROVIDER} {status}: {message}", transient=True, instance_down=True)
+        return GatewayError(f"{NAME} {status}: {message}", transient=True, instance_down=True)
     if status == HTTP_BAD_REQUEST and reply.body == {}:
         # A number check on an instance never started answers 400 {} (2.3.6).
         return GatewayError(
-            f"{PROVIDER} {status}: empty error (instance not started?)", transient=True, instance_down=True
+            f"{NAME} {status}: empty error (instance not started?)", transient=True, instance_down=True
         )
-    return status_error(provider=PROVIDER, reply=reply, message=message)
+    return status_error(provider=NAME, reply=reply, message=message)
 
 
 def _inbound(data: Mapping) -> WebhookEvent | None:
@@ -383,3 +423,76 @@ _PARSERS: dict[str, Callable[[Mapping], WebhookEvent | None]] = {
     "messages.upsert": _inbound,
     "messages.update": _ack,
 }
+
+
+# --- the declaration ---------------------------------------------------------------
+
+class EvolutionOptions(HttpGatewayOptions):
+    """An Evolution instance's options."""
+
+    evolution_body: Literal[BODY_V1, BODY_V2] = Field(
+        None, description="The send body: v2 (default, Evolution 2.x) or v1 (Evolution 1.8's textMessage body)."
+    )
+
+
+class EvolutionKey(WebhookBody):
+    remoteJid: str = Field(None, description="The chat: <digits>@s.whatsapp.net for a person.")
+    fromMe: bool = Field(None, description="True for the messages we sent.")
+    id: str = Field(None, description="The message id.")
+
+
+class EvolutionMessage(WebhookBody):
+    conversation: str = Field(None, description="The text of a plain message.")
+
+
+class EvolutionData(WebhookBody):
+    key: EvolutionKey = Field(None, description="messages.upsert: which message.")
+    message: EvolutionMessage = Field(None, description="messages.upsert: its content.")
+    keyId: str = Field(None, description="messages.update: the message id.")
+    fromMe: bool = Field(None, description="messages.update: whether we sent the message.")
+    status: Union[str, int] = Field(
+        None, description="messages.update: SERVER_ACK, DELIVERY_ACK, READ, PLAYED, ERROR (or their codes 0-5)."
+    )
+    state: str = Field(None, description="connection.update: open, connecting, close or refused.")
+
+
+class EvolutionWebhook(WebhookBody):
+    """The envelope Evolution API posts for each event."""
+
+    event: Literal["messages.upsert", "messages.update", "connection.update", "remove.instance", "instance.delete",
+                   "logout.instance", "MESSAGES_UPSERT", "MESSAGES_UPDATE", "CONNECTION_UPDATE", "REMOVE_INSTANCE",
+                   "INSTANCE_DELETE", "LOGOUT_INSTANCE"] = Field(
+        None, description="The event; remove.instance, instance.delete and logout.instance take the instance down "
+        "at once; others are acknowledged and ignored."
+    )
+    instance: str = Field(
+        None, description="The gateway's instance name: must be the name this URL's instance has (else 403)."
+    )
+    data: Optional[Union[EvolutionData, list[EvolutionData]]] = Field(
+        None, description="The event's data (one or a list; null for remove.instance)."
+    )
+
+
+PROVIDER = Provider(
+    name=NAME,
+    label="Evolution API",
+    adapter=EvolutionGateway,
+    options=EvolutionOptions,
+    webhook=Webhook(
+        doc=WebhookDoc(
+            summary="Evolution API events (acks, replies, connection)",
+            description="Evolution cannot sign its webhooks: the instance's webhook secret is the last segment of "
+            "the URL configured on the gateway (401 when it does not match). A body whose instance is not this "
+            "URL's instance is refused with 403. remove.instance and instance.delete take the instance down at "
+            "once. Handling is idempotent; a body that is not understood is acknowledged with events 0.",
+        ),
+        by_event=WebhookDoc(
+            summary="Evolution API events, 'Webhook by Events' on",
+            description="With 'Webhook by Events' on, Evolution appends the event's name to the configured URL "
+            "(connection-update, messages-upsert, messages-update, ...). Handled exactly like the plain URL: the "
+            "body's event decides, the secret segment authenticates (401), a body naming another instance is 403.",
+        ),
+        body=EvolutionWebhook,
+        show=("webhook URL (Evolution instance webhook; 'Webhook by Events' on or off): {url}",),
+    ),
+)

@@ -13,17 +13,34 @@ raising ``KeyError`` / ``TypeError``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import requests
+from pydantic import Field
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from billing.adapters.providers.base import GatewayError
+from billing.adapters.providers.registry import GatewayOptions
+
+#: Instance options every HTTP gateway adapter reads.
+OPTION_TYPING = "typing"
+OPTION_TYPING_MS = "typing_ms"
+OPTION_TIMEOUT = "timeout_seconds"
 
 #: Seconds a call may wait for an answer when the instance sets no ``timeout_seconds``.
 DEFAULT_TIMEOUT_SECONDS = 15.0
+#: Bounds of ``timeout_seconds``: below a tenth of a second nothing answers;
+#: above two minutes a hung gateway would hold a send worker that long.
+MIN_TIMEOUT_SECONDS = 0.1
+MAX_TIMEOUT_SECONDS = 120.0
+#: "typing..." shown before each message (ms) when the instance sets no ``typing_ms``.
+DEFAULT_TYPING_MS = 1200
+#: Upper bound of ``typing_ms``: a person types a reminder in seconds, and the
+#: send waits this long (Evolution holds its answer for it).
+MAX_TYPING_MS = 15_000
 #: Upper bound on establishing the TCP connection (a gateway that does not even
 #: accept connections should be reported quickly, whatever the read timeout).
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -272,6 +289,23 @@ def phone_from_jid(jid: str) -> str:
     return f"+{user}" if user.isdigit() else ""
 
 
+class HttpGatewayOptions(GatewayOptions):
+    """The options every HTTP gateway takes (providers add their own). An
+    option left out takes its default (fields may be absent, never null)."""
+
+    typing: bool = Field(
+        None, description='Show "typing..." before each message (default true; false sends at once).'
+    )
+    typing_ms: int = Field(
+        None, ge=0, le=MAX_TYPING_MS,
+        description=f"How long \"typing...\" shows before each message, in ms (default {DEFAULT_TYPING_MS}).",
+    )
+    timeout_seconds: float = Field(
+        None, ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS,
+        description=f"How long a call to the gateway may wait for its answer (default {DEFAULT_TIMEOUT_SECONDS:g} s).",
+    )
+
+
 def options_of(instance: Any) -> Mapping[str, Any]:
     """The instance's options (a missing or non-dict value reads as empty)."""
     options = getattr(instance, "options", None)
@@ -329,4 +363,4 @@ def naive_utc_epoch(moment: datetime) -> float:
     Parameters:
       moment: naive, in UTC.
     """
-    return moment.replace(tzinfo=timezone.utc).timestamp()
+    return moment.replace(tzinfo=UTC).timestamp()

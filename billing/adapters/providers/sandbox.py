@@ -3,12 +3,13 @@ instead of calling WhatsApp, for demos, development and tests."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Mapping
 
 from billing.adapters.models import Instance, SandboxMessage
 from billing.adapters.providers.base import CONNECTED, ConnectionStatus, NumberCheck, SendResult
 from billing.adapters.providers.http import digits_of, jid_parts
+from billing.adapters.providers.registry import GatewayOptions, Provider
 
 #: Provider message ids look like WhatsApp's, so the rest of the flow (acks,
 #: replies) is exercised the same way.
@@ -74,3 +75,16 @@ class SandboxGateway:
 
     def foreign_source(self, body: Mapping) -> str:
         return ""
+
+
+class SandboxOptions(GatewayOptions):
+    """The sandbox takes no options (it calls no gateway)."""
+
+
+PROVIDER = Provider(
+    name="sandbox",
+    label="Sandbox (records messages in the database, sends nothing)",
+    adapter=SandboxGateway,
+    options=SandboxOptions,
+    needs_url=False,
+)

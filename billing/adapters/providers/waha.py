@@ -24,28 +24,73 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any, Literal
 from urllib.parse import quote
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from billing.adapters.providers.base import (
-    ACK_DELIVERED, ACK_FAILED, ACK_READ, ACK_SENT, CONNECTED, CONNECTING, DOWN,
-    AckEvent, ConnectionEvent, ConnectionStatus, GatewayError, InboundMessage, LookupUnavailable, NumberCheck,
-    SendResult, WebhookEvent,
+    ACK_DELIVERED,
+    ACK_FAILED,
+    ACK_READ,
+    ACK_SENT,
+    CONNECTED,
+    CONNECTING,
+    DOWN,
+    AckEvent,
+    ConnectionEvent,
+    ConnectionStatus,
+    GatewayError,
+    InboundMessage,
+    LookupUnavailable,
+    NumberCheck,
+    SendResult,
+    WebhookEvent,
 )
 from billing.adapters.providers.http import (
-    CLOCK_SKEW_SECONDS, DEFAULT_TIMEOUT_SECONDS, HTTP_NOT_FOUND, HTTP_UNAUTHORIZED, HTTP_UNPROCESSABLE,
-    MS_PER_SECOND, GatewayClient, Reply, bool_option, dig, digits_of, epoch_seconds, flatten_message,
-    is_personal_chat, jid_parts, naive_utc_epoch, number_option, options_of, phone_from_jid, shorten, status_error,
+    CLOCK_SKEW_SECONDS,
+    DEFAULT_TIMEOUT_SECONDS,
+    DEFAULT_TYPING_MS,
+    HTTP_NOT_FOUND,
+    HTTP_UNAUTHORIZED,
+    HTTP_UNPROCESSABLE,
+    MS_PER_SECOND,
+    OPTION_TIMEOUT,
+    OPTION_TYPING,
+    OPTION_TYPING_MS,
+    GatewayClient,
+    HttpGatewayOptions,
+    Reply,
+    bool_option,
+    dig,
+    digits_of,
+    epoch_seconds,
+    flatten_message,
+    is_personal_chat,
+    jid_parts,
+    naive_utc_epoch,
+    number_option,
+    options_of,
+    phone_from_jid,
+    shorten,
+    status_error,
     text_of,
 )
+from billing.adapters.providers.registry import (
+    BodySignature,
+    Provider,
+    Webhook,
+    WebhookBody,
+    WebhookDoc,
+    drop_null_defaults,
+)
 
-PROVIDER = "waha"
+NAME = "waha"
 
-#: Instance options read by this adapter.
-OPTION_TYPING = "typing"
-OPTION_TYPING_MS = "typing_ms"
-OPTION_TIMEOUT = "timeout_seconds"
+#: Instance options of WAHA's own (``typing``, ``typing_ms`` and
+#: ``timeout_seconds`` are every HTTP gateway's: see :class:`WahaOptions`).
 #: Overrides the session name (WAHA Core only has ``default``); else instance.name.
 OPTION_SESSION = "session"
 #: When true, every webhook must carry a valid X-Webhook-Hmac (WAHA Plus signs;
@@ -54,8 +99,8 @@ OPTION_REQUIRE_HMAC = "require_hmac"
 #: The only session WAHA Core has.
 CORE_SESSION = "default"
 
-#: How long "typing..." shows before each message (ms).
-DEFAULT_TYPING_MS = 1200
+#: Longest session name WAHA is given (the instance's name has the same bound).
+MAX_SESSION_LENGTH = 120
 #: WAHA's chat id domain for phone numbers.
 CHAT_DOMAIN = "c.us"
 
@@ -96,8 +141,7 @@ class WahaGateway:
 
     Parameters:
       instance: has ``name`` (the session), ``url``, ``token`` (sent as
-        ``X-Api-Key``) and ``options`` (``typing``, ``typing_ms``,
-        ``timeout_seconds``, ``session``).
+        ``X-Api-Key``) and ``options`` (:class:`WahaOptions`).
     """
 
     def __init__(self, instance: Any) -> None:
@@ -108,7 +152,7 @@ class WahaGateway:
         self.typing = bool_option(options, OPTION_TYPING, default=True)
         self.typing_seconds = number_option(options, OPTION_TYPING_MS, default=DEFAULT_TYPING_MS) / MS_PER_SECOND
         self.client = GatewayClient(
-            provider=PROVIDER,
+            provider=NAME,
             base_url=instance.url,
             headers={"X-Api-Key": instance.token},
             timeout_seconds=number_option(options, OPTION_TIMEOUT, default=DEFAULT_TIMEOUT_SECONDS),
@@ -183,7 +227,7 @@ class WahaGateway:
         if not reply.ok:
             raise LookupUnavailable(_error(reply).reason)
         if not isinstance(reply.body, list):
-            raise LookupUnavailable(f"{PROVIDER} {reply.status}: unexpected chat messages answer")
+            raise LookupUnavailable(f"{NAME} {reply.status}: unexpected chat messages answer")
         earliest = naive_utc_epoch(since) - CLOCK_SKEW_SECONDS
         for message in reply.body:
             if not isinstance(message, Mapping) or message.get("fromMe") is not True:
@@ -207,7 +251,7 @@ class WahaGateway:
         if not reply.ok:
             raise _error(reply)
         if not isinstance(reply.body, Mapping):
-            raise GatewayError(f"{PROVIDER} {reply.status}: unexpected number check answer", transient=True)
+            raise GatewayError(f"{NAME} {reply.status}: unexpected number check answer", transient=True)
         if reply.body.get("numberExists") is not True:
             return NumberCheck(exists=False)
         return NumberCheck(exists=True, chat_id=text_of(reply.body.get("chatId")))
@@ -248,7 +292,7 @@ class WahaGateway:
         if reply.status != HTTP_NOT_FOUND:
             return _error(reply)
         hint = f" (WAHA Core has only the '{CORE_SESSION}' session)" if self.session != CORE_SESSION else ""
-        return GatewayError(f"{PROVIDER} {reply.status}: no session '{self.session}' on the gateway{hint}",
+        return GatewayError(f"{NAME} {reply.status}: no session '{self.session}' on the gateway{hint}",
                             transient=True, instance_down=True)
 
     def _post(self, path: str, body: Mapping) -> Reply:
@@ -301,12 +345,23 @@ def requires_hmac(instance: Any) -> bool:
     return bool_option(options_of(instance), OPTION_REQUIRE_HMAC, default=False)
 
 
+def signature_accepted(raw_body: bytes, headers: Mapping[str, str], instance: Any) -> bool:
+    """:func:`webhook_signature_ok` with the instance's secret and ``require_hmac`` option.
+
+    Parameters:
+      raw_body: the request body exactly as received.
+      headers: the request headers (names in any case).
+      instance: has ``webhook_secret`` and ``options``.
+    """
+    return webhook_signature_ok(raw_body, headers, secret=instance.webhook_secret, required=requires_hmac(instance))
+
+
 def _status_reason(session: str, raw: str) -> str:
     """Why a session in WAHA status ``raw`` cannot send ("" when WORKING)."""
     if raw == "WORKING":
         return ""
     detail = STATUS_REASONS.get(raw, f"is in an unknown status {raw!r}" if raw else "has no status")
-    return f"{PROVIDER}: session '{session}' {detail.format(session=session)}"
+    return f"{NAME}: session '{session}' {detail.format(session=session)}"
 
 
 def _chat_id_for(*, phone: str, chat_id: str) -> str:
@@ -343,22 +398,22 @@ def _error(reply: Reply) -> GatewayError:
     status = reply.status
     message = shorten(_message_of(reply))
     if status == HTTP_UNAUTHORIZED:
-        return status_error(provider=PROVIDER, reply=reply, message=message)
+        return status_error(provider=NAME, reply=reply, message=message)
     if status == HTTP_NOT_FOUND:
         # "We didn't find a session" (STOPPED / unknown) or a wrong base URL.
-        return GatewayError(f"{PROVIDER} {status}: {message}", transient=True, instance_down=True)
+        return GatewayError(f"{NAME} {status}: {message}", transient=True, instance_down=True)
     if status == HTTP_UNPROCESSABLE and CORE_ONLY_DEFAULT_MARKER in message:
         # Core 2024.10 answers this for any other session name: every message would fail.
         return GatewayError(
-            f"{PROVIDER} {status}: WAHA Core supports only the '{CORE_SESSION}' session: set the instance's "
+            f"{NAME} {status}: WAHA Core supports only the '{CORE_SESSION}' session: set the instance's "
             f"session option (or name) to '{CORE_SESSION}'",
             transient=True, instance_down=True,
         )
     if status == HTTP_UNPROCESSABLE and SESSION_STATUS_MARKER in message:
         session_status = text_of(dig(reply.body, "status"))
         detail = f"session is {session_status}, not WORKING" if session_status else message
-        return GatewayError(f"{PROVIDER} {status}: {detail}", transient=True, instance_down=True)
-    return status_error(provider=PROVIDER, reply=reply, message=message)
+        return GatewayError(f"{NAME} {status}: {detail}", transient=True, instance_down=True)
+    return status_error(provider=NAME, reply=reply, message=message)
 
 
 def _inbound(payload: Mapping) -> WebhookEvent | None:
@@ -393,3 +448,106 @@ _PARSERS: dict[str, Callable[[Mapping], WebhookEvent | None]] = {
     "message.any": _inbound,
     "message.ack": _ack,
 }
+
+
+# --- the declaration ---------------------------------------------------------------
+
+class WahaOptions(HttpGatewayOptions):
+    """A WAHA instance's options."""
+
+    session: str = Field(
+        None, min_length=1, max_length=MAX_SESSION_LENGTH,
+        description=f"The WAHA session to use (default: the instance's name; WAHA Core has only '{CORE_SESSION}').",
+    )
+    require_hmac: bool = Field(
+        None, description="Refuse webhooks without a valid X-Webhook-Hmac (default false: WAHA Core never signs; "
+        "WAHA Plus does).",
+    )
+
+
+class WahaPayload(WebhookBody):
+    id: str = Field(None, description="The message id.")
+    fromMe: bool = Field(None, description="True for the messages we sent.")
+    to: str = Field(None, description="message.ack: the recipient.")
+    body: str = Field(None, description="message: the text.")
+    ack: int = Field(None, description="message.ack: -1 error, 1 server, 2 device, 3 read, 4 played.")
+    ackName: str = Field(None, description="message.ack: ERROR, PENDING, SERVER, DEVICE, READ, PLAYED.")
+    status: str = Field(None, description="session.status: WORKING, STARTING, SCAN_QR_CODE, STOPPED, FAILED.")
+    # "from" is a keyword: declared through an alias.
+    from_: str = Field(None, alias="from", description="message: the sender, <digits>@c.us for a person.")
+
+
+class WahaWebhook(WebhookBody):
+    """The envelope WAHA posts for each event."""
+
+    id: str = Field(None, description="The event id (WAHA Plus; Core 2024.10 sends none).")
+    event: Literal["message", "message.any", "message.ack", "session.status"] = Field(
+        None, description="The event; others are acknowledged and ignored."
+    )
+    session: str = Field(
+        None, description="The WAHA session name: must be the session this URL's instance uses (else 403)."
+    )
+    payload: WahaPayload = Field(None, description="The event's data.")
+
+
+class _Headers(BaseModel):
+    model_config = ConfigDict(json_schema_extra=drop_null_defaults, populate_by_name=True)
+
+
+class WahaSecretHeaders(_Headers):
+    x_webhook_hmac: str = Field(
+        None, alias="X-Webhook-Hmac",
+        description="Hex HMAC-SHA512 of the raw body, keyed with the instance's webhook secret: verified when sent "
+        "(WAHA Plus), required when the instance's options set require_hmac. WAHA Core sends none.",
+    )
+    x_webhook_hmac_algorithm: Literal["sha512"] = Field(
+        None, alias="X-Webhook-Hmac-Algorithm", description="sha512 when sent."
+    )
+
+
+class WahaHeaders(_Headers):
+    x_webhook_hmac: str = Field(
+        alias="X-Webhook-Hmac",
+        description="Hex HMAC-SHA512 of the raw body, keyed with the instance's webhook secret.",
+    )
+    x_webhook_hmac_algorithm: Literal["sha512"] = Field(
+        None, alias="X-Webhook-Hmac-Algorithm", description="sha512 when sent."
+    )
+
+
+PROVIDER = Provider(
+    name=NAME,
+    label="WAHA",
+    adapter=WahaGateway,
+    options=WahaOptions,
+    webhook=Webhook(
+        doc=WebhookDoc(
+            summary="WAHA events (acks, replies, session status)",
+            description="WAHA Core does not sign its webhooks: the instance's webhook secret is the last segment of "
+            "the URL configured on the gateway (401 when it does not match). An X-Webhook-Hmac (WAHA Plus, newer "
+            "builds) is verified when it comes, and required when the instance's options set require_hmac (401 "
+            "when missing or wrong). A body whose session is not this instance's is refused with 403. Handling is "
+            "idempotent; a body that is not understood is acknowledged with events 0.",
+        ),
+        body=WahaWebhook,
+        show=(
+            "webhook URL (WAHA session webhook): {url}",
+            "webhook HMAC key (sha512, optional: WAHA Plus signs, Core does not): {secret}",
+        ),
+        signature=BodySignature(
+            accepts=signature_accepted,
+            verifies=verify_waha_signature,
+            error="bad or missing X-Webhook-Hmac signature",
+            headers=WahaSecretHeaders,
+            signed_url=WebhookDoc(
+                summary="WAHA events, signed (the former URL, without the secret)",
+                description="Kept for gateways configured before the secret moved into the URL: only signed bodies "
+                "are accepted (X-Webhook-Hmac, hex HMAC-SHA512 of the raw body keyed with the instance's webhook "
+                "secret; 401 when missing or wrong). WAHA Core never signs: configure "
+                "/webhooks/waha/{instance_id}/{secret} instead. A body whose session is not this instance's is "
+                "refused with 403.",
+            ),
+            signed_headers=WahaHeaders,
+        ),
+    ),
+)
