@@ -25,7 +25,7 @@ run: $(STAMP)
 ## missing service into a failure. The fault suite shares one worker (its
 ## private servers are set up once); COVERAGE_FLOOR fails a run that covers less.
 TEST_WORKERS ?= 3
-COVERAGE_FLOOR ?= 90
+COVERAGE_FLOOR ?= 95
 COVERAGE := --cov=billing --cov=web --cov=tasks --cov=scheduler --cov=billing_cli --cov-report=term:skip-covered
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(COVERAGE) --cov-fail-under=$(COVERAGE_FLOOR) $(PYTEST_ARGS)

@@ -8,6 +8,7 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from billing.adapters.providers import ProviderName, ProviderOptions
+from billing.domain.message_types import OVERDUE
 from billing.schemas import MessageTypeName, Scalar
 
 Strategy = Literal["random", "sequential", "weighted"]
@@ -58,7 +59,7 @@ class TemplatePatch(_Strict):
 class PreviewRequest(_Strict):
     text: Optional[StrictStr] = Field(None, max_length=4_096, description="A template text to try.")
     template_id: Optional[StrictInt] = Field(None, ge=1, le=MAX_ID, description="Or a stored template: every variation is rendered.")
-    type: MessageTypeName = Field("overdue", description="Decides the computed due-date variables' wording.")
+    type: MessageTypeName = Field(OVERDUE.name, description="Decides the computed due-date variables' wording.")
     variables: dict[str, Scalar] = Field(default_factory=dict, description="Sample contact fields.")
 
 

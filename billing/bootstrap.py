@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from billing import apikeys, tenants
 from billing.adapters.db import write_transaction
 from billing.adapters.models import ApiKey, Tenant
+from billing.adapters.providers import sandbox
 from billing.clock import utcnow
 from billing.domain import message_types
 from billing.templates import create_template
@@ -49,7 +50,7 @@ def ensure_demo() -> Demo:
             tenant.save()
             install_default_templates(tenant)
             tenants.create_instance(
-                tenant, name=DEMO_INSTANCE, provider="sandbox", messages_per_minute=DEMO_MESSAGES_PER_MINUTE
+                tenant, name=DEMO_INSTANCE, provider=sandbox.PROVIDER.name, messages_per_minute=DEMO_MESSAGES_PER_MINUTE
             )
         ApiKey.update(revoked_at=utcnow()).where(
             (ApiKey.tenant == tenant.id) & (ApiKey.name == DEMO_KEY_NAME) & ApiKey.revoked_at.is_null()
