@@ -4,7 +4,6 @@ the scheduler process that competes, leads, steps down and hands over."""
 from __future__ import annotations
 
 import threading
-import time
 
 import dramatiq
 import psycopg2
@@ -25,7 +24,7 @@ from tasks.broker import ReconnectingRabbitmqBroker
 from tests.conftest import _fresh_postgres
 from tests.e2e.stack import free_port
 from tests.factories import make_tenant
-from tests.waiting import wait_until
+from tests.waiting import stays, wait_until
 
 #: A standby's retry period in these tests (production: 5 s).
 FAST_STANDBY_SECONDS = 0.1
@@ -67,8 +66,9 @@ def test_two_electors_one_wins_and_the_standby_takes_over_on_release(postgres_da
     stop = threading.Event()
     with structlog.testing.capture_logs() as logs:
         standby = _compete(second, stop)
-        time.sleep(FAST_STANDBY_SECONDS * 3)
-        assert standby.is_alive() and not second.still_held()  # stands by while the leader holds the lock
+        # Stands by while the leader holds the lock, through several retries.
+        stays(lambda: standby.is_alive() and not second.still_held(), seconds=FAST_STANDBY_SECONDS * 3,
+              message="the standby took the lock the leader holds")
         first.release()
         standby.join(HANDOVER_TIMEOUT_SECONDS)
     assert not standby.is_alive() and second.still_held() and not first.still_held()
@@ -151,7 +151,7 @@ def test_the_watchdog_steps_down_on_a_lost_lock_or_a_long_broker_outage():
     watchdog.broker_failed()
     watchdog.broker_failed()  # the outage started at the first failure
     assert 0 < watchdog.broker_failing_for() < 0.2 and watchdog.reason_to_step_down() == ""
-    time.sleep(0.25)
+    wait_until(watchdog.reason_to_step_down, timeout=2, interval=0.02, message="the outage never outlasted its grace")
     assert watchdog.reason_to_step_down().startswith("broker unreachable for")
     watchdog.broker_ok()
     assert watchdog.reason_to_step_down() == ""

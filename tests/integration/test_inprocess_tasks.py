@@ -308,7 +308,8 @@ def test_the_heartbeat_thread_beats_survives_an_outage_and_unregisters(db, monke
         heartbeat.update_info(leader=True)
         assert Heartbeat.get_by_id(row_id).info == {"leader": True}
         billing_db.connect(DEAD_DATABASE_URL)
-        time.sleep(0.5)  # several beats fail
+        wait_until(lambda: any(e["event"].startswith("heartbeat failed") for e in logs), timeout=3, interval=0.05,
+                   message="the outage was not noticed")
         billing_db.connect(db)
         wait_until(lambda: any(e["event"] == "heartbeat resumed" for e in logs), timeout=3, interval=0.05,
                    message="beating did not resume")
@@ -375,8 +376,7 @@ def test_a_consumer_waits_out_an_unreachable_broker_and_reconnects(rabbitmq_url)
         down.consume("billing-tests.inprocess", timeout=100)
     assert down.outage.down
     up = task_broker.ReconnectingRabbitmqBroker(url=rabbitmq_url)
-    up.outage = down.outage  # the same process's consumers, the broker back
-    time.sleep(0.15)
+    up.outage = down.outage  # the same process's consumers, the broker back (their turn waits out the backoff)
     with structlog.testing.capture_logs() as logs:
         consumer = up.consume("billing-tests.inprocess", timeout=100)
         assert next(consumer) is None  # connected, nothing to read
