@@ -182,6 +182,21 @@ class _PrivateServer:
         if self.port in (MACHINE_POSTGRES_PORT, MACHINE_RABBITMQ_PORT) or PRIVATE_DIR_PREFIX not in str(self.root):
             raise RuntimeError(f"refusing to stop a server that is not the suite's own ({self.root}, port {self.port})")
 
+    def _owns(self, pid: int) -> bool:
+        """Whether ``pid`` is this server's: the process this suite started or
+        one of its descendants, or a process whose command line names the
+        suite's own directory (RabbitMQ's beam may leave our process tree).
+        A pid read from a file is checked here before it is signalled: after a
+        crash the file may name a pid the system has since given to another
+        process."""
+        if self.process is not None and (pid == self.process.pid or pid in descendants_of(self.process.pid)):
+            return True
+        try:
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return False
+        return str(self.root) in command_line
+
 
 class PrivatePostgres(_PrivateServer):
     """A PostgreSQL cluster of the suite's own, on a free port.
@@ -253,12 +268,13 @@ class PrivatePostgres(_PrivateServer):
         """SIGKILL the postmaster and its backends (a crash; the next start recovers)."""
         self._ensure_private()
         pid = self.postmaster_pid()
-        if pid:
+        if pid and self._owns(pid):
             pids = kill_tree(pid)
             wait_gone(pids, STOP_TIMEOUT)
         self._reap()
 
     def destroy(self) -> None:
+        self._ensure_private()
         if self.running():
             try:
                 self.stop("immediate")
@@ -274,7 +290,7 @@ class PrivatePostgres(_PrivateServer):
 
     def running(self) -> bool:
         pid = self.postmaster_pid()
-        return bool(pid and alive(pid))
+        return bool(pid and alive(pid) and self._owns(pid))
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -458,7 +474,7 @@ class PrivateRabbitMQ(_PrivateServer):
             return
         pids = kill_tree(self.process.pid)
         beam = self.beam_pid()
-        if beam and beam not in pids and alive(beam):
+        if beam and beam not in pids and alive(beam) and self._owns(beam):
             os.kill(beam, signal.SIGKILL)
             pids.append(beam)
         wait_gone(pids, STOP_TIMEOUT)
@@ -468,6 +484,7 @@ class PrivateRabbitMQ(_PrivateServer):
             pass
 
     def destroy(self) -> None:
+        self._ensure_private()
         if self.process is not None and self.process.poll() is None:
             try:
                 self.ctl_run("stop", timeout=30)

@@ -9,14 +9,12 @@ so that there are many job runs to check for overlaps.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +22,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests.e2e.stack import free_port, wait_until
+from tests.conftest import service_missing
+from tests.e2e.stack import wait_until
+from tests.faults.services import PrivatePostgres, ServiceUnavailable, make_base_dir
 
 pytestmark = pytest.mark.postgres
 
@@ -46,66 +46,22 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    if found:
-        return Path(found[-1]).parent
-    pg_ctl = shutil.which("pg_ctl")
-    return Path(pg_ctl).resolve().parent if pg_ctl else None
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL server: own data directory, own port, run as
-    the ``postgres`` user when this process is root (initdb refuses root)."""
-
-    def __init__(self, bindir: Path) -> None:
-        self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="billing_leader_pg_"))
-        self.data = self.root / "data"
-        self.port = free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str) -> None:
-        command = [str(self.bindir / args[0]), *args[1:]]
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} failed: {result.stdout}{result.stderr}")
-
-    def init(self) -> None:
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-
-    def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
-                  "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    def cleanup(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            try:
-                self.stop("immediate")
-            except AssertionError:  # already stopped
-                pass
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture
 def private_postgres():
-    bindir = _postgres_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    server = PrivatePostgres(bindir)
+    """A PostgreSQL server of this test's own (own directory and port; the
+    fault suite's, which refuses to stop anything else)."""
+    base = make_base_dir()
+    try:
+        server = PrivatePostgres(base)
+    except ServiceUnavailable as exc:
+        service_missing("private PostgreSQL", str(exc))
     try:
         server.init()
         server.start()
         yield server
     finally:
-        server.cleanup()
+        server.destroy()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _events(path: Path) -> list[dict]:
@@ -154,7 +110,7 @@ def _assert_never_two_leaders(logs: dict[int, list[dict]]) -> None:
 
 
 def test_schedulers_survive_a_postgres_outage_and_never_lead_together(private_postgres, tmp_path):
-    env = {**os.environ, "DATABASE_URL": private_postgres.url, "BROKER_URL": "", "LOG_FORMAT": "json",
+    env = {**os.environ, "DATABASE_URL": private_postgres.url(), "BROKER_URL": "", "LOG_FORMAT": "json",
            "PYTHONUNBUFFERED": "1", "RECOVERY_INTERVAL_SECONDS": "1"}
     subprocess.run([str(BIN / "billing"), "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=120)
     processes: dict[int, subprocess.Popen] = {}
@@ -202,7 +158,7 @@ def test_schedulers_survive_a_postgres_outage_and_never_lead_together(private_po
 
         # The heartbeat table agrees: two live schedulers, one of them the leader.
         def heartbeat_leaders():
-            conn = psycopg2.connect(private_postgres.url)
+            conn = psycopg2.connect(private_postgres.url())
             try:
                 with conn.cursor() as cur:
                     cur.execute("SELECT pid, info FROM heartbeat WHERE kind = 'scheduler' AND stopped_at IS NULL")
