@@ -149,7 +149,13 @@ class Gateway(Protocol):
         """Send ``text`` to ``chat_id`` if known, else to the E.164 ``phone``."""
 
     def connection_state(self) -> str:
-        """``CONNECTED``, ``CONNECTING`` or ``DOWN`` (never raises)."""
+        """``CONNECTED``, ``CONNECTING`` or ``DOWN`` (never raises): the state
+        of :meth:`connection_status`, ``DOWN`` when the gateway cannot be
+        asked. Adapters that subclass :class:`Gateway` inherit this."""
+        try:
+            return self.connection_status().state
+        except GatewayError:
+            return DOWN
 
     def connection_status(self) -> ConnectionStatus:
         """The state and, when not connected, why.

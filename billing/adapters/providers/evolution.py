@@ -39,6 +39,7 @@ from billing.adapters.providers.base import (
     AckEvent,
     ConnectionEvent,
     ConnectionStatus,
+    Gateway,
     GatewayError,
     InboundMessage,
     LookupUnavailable,
@@ -64,7 +65,7 @@ from billing.adapters.providers.http import (
     dig,
     digits_of,
     epoch_seconds,
-    flatten_message,
+    error_message,
     is_personal_chat,
     jid_parts,
     naive_utc_epoch,
@@ -130,7 +131,7 @@ TEXT_PATHS = (
 LID_PHONE_PATHS = (("key", "remoteJidAlt"), ("key", "senderPn"), ("senderPn",))
 
 
-class EvolutionGateway:
+class EvolutionGateway(Gateway):
     """Talks to one Evolution API instance.
 
     Parameters:
@@ -183,13 +184,6 @@ class EvolutionGateway:
             provider_message_id=text_of(dig(reply.body, "key", "id")),
             chat_id=resolved or chat_id or f"{number}@{PHONE_JID_DOMAIN}",
         )
-
-    def connection_state(self) -> str:
-        """``CONNECTED``, ``CONNECTING`` or ``DOWN`` (also when the gateway cannot be asked)."""
-        try:
-            return self.connection_status().state
-        except GatewayError:
-            return DOWN
 
     def connection_status(self) -> ConnectionStatus:
         """The instance's state and, when not connected, why.
@@ -357,18 +351,13 @@ def _number_for(*, phone: str, chat_id: str) -> str:
     return user if domain in ("", PHONE_JID_DOMAIN, "c.us") else chat_id
 
 
-def _message_of(reply: Reply) -> str:
-    """The error text, wherever this Evolution answer put it."""
-    for path in (("response", "message"), ("message",), ("output", "payload", "message")):
-        message = flatten_message(dig(reply.body, *path))
-        if message:
-            return message
-    return shorten(" ".join(reply.text.split()))
+#: Where this gateway's error answers put their text, in order.
+_ERROR_MESSAGE_PATHS = (("response", "message"), ("message",), ("output", "payload", "message"))
 
 
 def _error(reply: Reply) -> GatewayError:
     status = reply.status
-    message = shorten(_message_of(reply))
+    message = error_message(reply, _ERROR_MESSAGE_PATHS)
     if status == HTTP_UNAUTHORIZED:
         return status_error(provider=NAME, reply=reply, message=message)
     listed = dig(reply.body, "response", "message")

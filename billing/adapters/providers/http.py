@@ -259,6 +259,21 @@ def flatten_message(value: Any) -> str:
     return ""
 
 
+def error_message(reply: Reply, paths: tuple[tuple[str | int, ...], ...]) -> str:
+    """A gateway's own error text, shortened: the first non-empty value at one
+    of ``paths`` in its JSON answer, else the answer's raw text.
+
+    Parameters:
+      reply: the gateway's answer.
+      paths: where that gateway puts its error text (see :func:`dig`), in order.
+    """
+    for path in paths:
+        message = flatten_message(dig(reply.body, *path))
+        if message:
+            return shorten(message)
+    return shorten(" ".join(reply.text.split()))
+
+
 def shorten(text: str) -> str:
     """``text`` cut to :data:`MAX_REASON_LENGTH` characters."""
     return text if len(text) <= MAX_REASON_LENGTH else f"{text[:MAX_REASON_LENGTH - 3]}..."

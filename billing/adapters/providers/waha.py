@@ -42,6 +42,7 @@ from billing.adapters.providers.base import (
     AckEvent,
     ConnectionEvent,
     ConnectionStatus,
+    Gateway,
     GatewayError,
     InboundMessage,
     LookupUnavailable,
@@ -67,14 +68,13 @@ from billing.adapters.providers.http import (
     dig,
     digits_of,
     epoch_seconds,
-    flatten_message,
+    error_message,
     is_personal_chat,
     jid_parts,
     naive_utc_epoch,
     number_option,
     options_of,
     phone_from_jid,
-    shorten,
     status_error,
     text_of,
 )
@@ -136,7 +136,7 @@ ACK_NAMES = {"ERROR": ACK_FAILED, "PENDING": ACK_SENT, "SERVER": ACK_SENT, "DEVI
 LID_PHONE_PATHS = (("_data", "key", "senderPn"), ("_data", "key", "remoteJidAlt"))
 
 
-class WahaGateway:
+class WahaGateway(Gateway):
     """Talks to one WAHA session.
 
     Parameters:
@@ -179,13 +179,6 @@ class WahaGateway:
                 raise GatewayError(exc.reason, transient=exc.transient, instance_down=exc.instance_down) from exc
         reply = self._post("/api/sendText", {**chat, "text": text, "linkPreview": False})
         return SendResult(provider_message_id=_message_id(reply.body), chat_id=target)
-
-    def connection_state(self) -> str:
-        """``CONNECTED``, ``CONNECTING`` or ``DOWN`` (also when the gateway cannot be asked)."""
-        try:
-            return self.connection_status().state
-        except GatewayError:
-            return DOWN
 
     def connection_status(self) -> ConnectionStatus:
         """The session's state and, when not WORKING, why.
@@ -385,18 +378,13 @@ def _message_id(body: Any) -> str:
     return f"{from_me}_{chat}_{key_id}" if user else key_id
 
 
-def _message_of(reply: Reply) -> str:
-    """The error text, wherever this WAHA answer put it."""
-    for path in (("exception", "message"), ("message",), ("error",)):
-        message = flatten_message(dig(reply.body, *path))
-        if message:
-            return message
-    return shorten(" ".join(reply.text.split()))
+#: Where this gateway's error answers put their text, in order.
+_ERROR_MESSAGE_PATHS = (("exception", "message"), ("message",), ("error",))
 
 
 def _error(reply: Reply) -> GatewayError:
     status = reply.status
-    message = shorten(_message_of(reply))
+    message = error_message(reply, _ERROR_MESSAGE_PATHS)
     if status == HTTP_UNAUTHORIZED:
         return status_error(provider=NAME, reply=reply, message=message)
     if status == HTTP_NOT_FOUND:
