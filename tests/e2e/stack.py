@@ -48,6 +48,45 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def all_contacts(get, campaign_id: str, *, key: str) -> list[dict]:
+    """Every contact of a campaign, page by page through the contacts API.
+
+    Parameters:
+      get: ``get(path, key=...)`` of a running stack's API.
+      campaign_id: the campaign.
+      key: an API key of its tenant.
+    """
+    results, page = [], 1
+    while True:
+        response = get(f"campaign/{campaign_id}/contacts?page={page}&page_size=1000", key=key)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        results.extend(body["results"])
+        if page >= body["pages"]:
+            return results
+        page += 1
+
+
+def postgres_rows(url: str, query: str, params: tuple = (), *, connect_timeout: int | None = None) -> list[tuple]:
+    """Run one committed statement on PostgreSQL; its rows ([] for statements without a result).
+
+    Parameters:
+      url: the database URL.
+      query: the statement (``%s`` placeholders).
+      params: its parameters.
+      connect_timeout: seconds to give up connecting (None: libpq's default).
+    """
+    import psycopg2
+
+    conn = psycopg2.connect(url, **({"connect_timeout": connect_timeout} if connect_timeout else {}))
+    try:
+        with conn, conn.cursor() as cursor:
+            cursor.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        conn.close()
+
+
 #: Held by the run that uses a vhost's queues: an exclusive queue, which only
 #: one connection may declare and which goes when that connection closes (the
 #: run ended, or its process died). Runs of the suite, of another suite and
@@ -241,6 +280,25 @@ class Stack:
             raise AssertionError(f"python failed ({result.returncode}): {result.stderr}")
         return result
 
+    def start_campaign_as_library(self, *, external_id: str, contacts: list[dict], tenant: str = "acme") -> None:
+        """Create and start an overdue campaign the way another Python service
+        does (``tasks.setup()``, ``create_campaign``, ``tasks.start_queue``), in
+        a fresh interpreter with the stack's environment.
+
+        Parameters:
+          external_id: the campaign's external id.
+          contacts: its contacts, as the API takes them.
+          tenant: the tenant's name.
+        """
+        self.python(
+            "import tasks\n"
+            "tasks.setup()\n"
+            "from billing.campaigns import create_campaign\n"
+            "from billing.tenants import get_tenant\n"
+            f"created = create_campaign(get_tenant({tenant!r}), template_type='overdue', "
+            f"request={{'external_id': {external_id!r}, 'contacts': {contacts!r}}})\n"
+            "tasks.start_queue(created.queue_id)\n")
+
     def outbox(self, *, tenant: str | None = None) -> list[dict]:
         """The sandbox gateway's messages (of one tenant, if given), read
         through ``billing outbox --json``."""
@@ -265,15 +323,7 @@ class Stack:
                 return rows
             finally:
                 conn.close()
-        import psycopg2
-
-        conn = psycopg2.connect(url)
-        try:
-            with conn, conn.cursor() as cursor:
-                cursor.execute(query, params)
-                return cursor.fetchall() if cursor.description else []
-        finally:
-            conn.close()
+        return postgres_rows(url, query, params)
 
     # --- processes -----------------------------------------------------
     def _spawn(self, name: str, args: list[str], *, env: dict | None = None) -> None:
@@ -407,15 +457,7 @@ class Stack:
 
     def contacts(self, campaign_id: str, *, key: str) -> list[dict]:
         """Every contact of a campaign through the contacts API, in request order."""
-        results, page = [], 1
-        while True:
-            response = self.get(f"campaign/{campaign_id}/contacts?page={page}&page_size=1000", key=key)
-            assert response.status_code == 200, response.text
-            body = response.json()
-            results.extend(body["results"])
-            if page >= body["pages"]:
-                return results
-            page += 1
+        return all_contacts(self.get, campaign_id, key=key)
 
     def wait_for(self, queue_id: str, *, key: str, statuses=("completed",), timeout: float = 120) -> dict:
         """The queue's status once it is in one of ``statuses``."""

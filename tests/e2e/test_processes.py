@@ -94,14 +94,7 @@ def test_a_killed_worker_process_is_replaced_and_sigterm_stops_all(rabbitmq_url,
             numbers = phones(6)
             contacts = [{"nome_cliente": f"C{i}", "telefone": phone, "valor": 10.0, "data_vencimento": "2025-01-15"}
                         for i, phone in enumerate(numbers)]
-            stack.python(
-                "import tasks\n"
-                "tasks.setup()\n"
-                "from billing.campaigns import create_campaign\n"
-                "from billing.tenants import get_tenant\n"
-                f"created = create_campaign(get_tenant('acme'), template_type='overdue', "
-                f"request={{'external_id': 'after-kill', 'contacts': {contacts!r}}})\n"
-                "tasks.start_queue(created.queue_id)\n")
+            stack.start_campaign_as_library(external_id="after-kill", contacts=contacts)
             counts = wait_until(lambda: (found := stack.outbox_counts()) and len(found) == len(numbers) and found,
                                 timeout=60, message=lambda: stack.log("worker"))
             assert sorted(counts.values()) == [1] * len(numbers)

@@ -201,14 +201,7 @@ def test_rabbitmq_down_is_a_line_per_reconnect_attempt_and_the_scheduler_steps_d
             numbers = phones(4)
             contacts = [{"nome_cliente": f"C{i}", "telefone": phone, "valor": 10.0, "data_vencimento": "2025-01-15"}
                         for i, phone in enumerate(numbers)]
-            stack.python(
-                "import tasks\n"
-                "tasks.setup()\n"
-                "from billing.campaigns import create_campaign\n"
-                "from billing.tenants import get_tenant\n"
-                f"created = create_campaign(get_tenant('acme'), template_type='overdue', "
-                f"request={{'external_id': 'after-outage', 'contacts': {contacts!r}}})\n"
-                "tasks.start_queue(created.queue_id)\n")
+            stack.start_campaign_as_library(external_id="after-outage", contacts=contacts)
             counts = wait_until(lambda: (found := stack.outbox_counts()) and len(found) == len(numbers) and found,
                                 timeout=60, message=stack.logs)
             assert sorted(counts.values()) == [1] * len(numbers)

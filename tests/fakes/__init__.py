@@ -57,6 +57,14 @@ MOBILE_NINE_INDEX = 4
 DEFAULT_HANG_SECONDS = 60.0
 
 
+def closed_port_url() -> str:
+    """A local gateway URL nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, ANY_PORT))
+        port = sock.getsockname()[1]
+    return f"http://{LOCALHOST}:{port}"
+
+
 def digits(phone: str) -> str:
     """``+55 (11) 98765-4321`` -> ``5511987654321``."""
     return "".join(char for char in str(phone) if char.isdigit())

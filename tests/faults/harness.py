@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psycopg2
 
+from tests.e2e.stack import postgres_rows
 from tests.factories import phones
 from tests.fakes import digits
 from tests.faults.gateway import FaultyEvolution
@@ -137,13 +138,7 @@ class FaultRun:
 
     # --- database --------------------------------------------------------------
     def sql(self, query: str, params: tuple = ()) -> list[tuple]:
-        conn = psycopg2.connect(self.database_url, connect_timeout=3)
-        try:
-            with conn, conn.cursor() as cursor:
-                cursor.execute(query, params)
-                return cursor.fetchall() if cursor.description else []
-        finally:
-            conn.close()
+        return postgres_rows(self.database_url, query, params, connect_timeout=3)
 
     def try_sql(self, query: str, params: tuple = ()) -> list[tuple] | None:
         """None while the database cannot be reached (its outage)."""

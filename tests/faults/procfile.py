@@ -32,7 +32,8 @@ from pathlib import Path
 
 import requests
 
-from tests.faults.services import alive, descendants_of, free_port, kill_tree, wait_gone
+from tests.e2e.stack import all_contacts, free_port
+from tests.faults.services import alive, descendants_of, kill_tree, wait_gone
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -281,12 +282,4 @@ class ProcfileStack:
                             timeout=timeout)
 
     def contacts(self, campaign_id: str, *, key: str) -> list[dict]:
-        results, page = [], 1
-        while True:
-            response = self.get(f"campaign/{campaign_id}/contacts?page={page}&page_size=1000", key=key)
-            assert response.status_code == 200, response.text
-            body = response.json()
-            results.extend(body["results"])
-            if page >= body["pages"]:
-                return results
-            page += 1
+        return all_contacts(self.get, campaign_id, key=key)

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.e2e.stack import free_port
+
 #: How long a server gets to start or stop.
 START_TIMEOUT = 90
 STOP_TIMEOUT = 60
@@ -36,12 +38,6 @@ POLL_SECONDS = 0.1
 
 
 # --- processes ------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def free_port_below(limit: int) -> int:
     """A free port below ``limit`` (RabbitMQ's CLI tools use the distribution

@@ -5,11 +5,9 @@ from datetime import timedelta
 
 import pytest
 
-from billing import apikeys, campaigns, dispatch, sending, tenants
+from billing import campaigns, dispatch, sending, tenants
 from billing.adapters.models import ApiKey, Template
-from billing.config import Settings
-from tests.factories import RecordedJobs, contact, make_tenant, phones
-from web import create_app
+from tests.factories import admin_client, contact, phones
 
 OPERATOR = "op-" + "x" * 40
 ADMIN = "/api/v1/admin"
@@ -17,12 +15,7 @@ ADMIN = "/api/v1/admin"
 
 @pytest.fixture
 def admin(db):
-    app = create_app(Settings(database_url=db, admin_token=OPERATOR), jobs=RecordedJobs())
-    client = app.test_client()
-    client.setup = make_tenant()
-    _, token = apikeys.issue_admin_token(client.setup.tenant)
-    client.auth = {"Authorization": f"Bearer {token}"}
-    return client
+    return admin_client(db, operator_token=OPERATOR)
 
 
 def test_keys_are_created_once_listed_without_secret_and_revoked(admin):

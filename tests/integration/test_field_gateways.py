@@ -11,14 +11,12 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import requests
 import structlog
-from werkzeug.serving import make_server
 
 from billing import campaigns, dispatch, health, inbound, sending, tenants
 from billing.adapters.models import Contact, Event, InboundMessage, Instance, OptOut, Queue, SandboxMessage
@@ -26,14 +24,12 @@ from billing.adapters.providers import ADAPTERS, gateway_for, webhook_url
 from billing.adapters.providers.base import CONNECTED, DOWN, SendResult
 from billing.apikeys import issue_admin_token
 from billing.clock import utcnow
-from billing.config import Settings
 from billing.domain.states import ContactStatus, QueueStatus
-from tests.factories import RecordedJobs, contact, make_tenant, phones
+from tests.factories import LiveApp, contact, make_tenant, phones
 from tests.fakes import post_json
 from tests.fakes import waha as wa
 from tests.fakes.evolution import FakeEvolution
 from tests.fakes.waha import FakeWaha
-from web import create_app
 
 #: The headers a real WAHA Core 2024.10.8 sends (webhooks-observed.txt): no signature, no id.
 CORE_HEADERS = {"Content-Type": "application/json", "User-Agent": "WAHA/2024.10.8"}
@@ -72,21 +68,6 @@ def observed_evolution(event: str) -> dict:
                             "instanceId": "2391bf5f-1377-48b6-b8ba-f02e1c040128"},
     }[event]
     return {"event": event, "instance": OBSERVED_EVOLUTION_NAME, "data": data, **envelope}
-
-
-class LiveApp:
-    """The Flask app on a real port, recording what it hands to the broker."""
-
-    def __init__(self, url: str) -> None:
-        self.jobs = RecordedJobs()
-        app = create_app(Settings(database_url=url), jobs=self.jobs)
-        self.client = app.test_client()
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.base = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture

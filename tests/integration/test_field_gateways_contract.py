@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +29,7 @@ from billing.adapters.providers.base import (
 from billing.adapters.providers.evolution import EvolutionGateway
 from billing.adapters.providers.waha import WahaGateway, webhook_signature_ok
 from billing.clock import utcnow
-from tests.fakes import WebhookReceiver
+from tests.fakes import WebhookReceiver, closed_port_url
 from tests.fakes import waha as wa
 from tests.fakes.evolution import FakeEvolution
 from tests.fakes.waha import FakeWaha
@@ -94,13 +93,6 @@ def evolution_instance(fake: Any, *, name: str = "billing", token: str = API_KEY
 def waha_instance(fake: Any, *, name: str = "default", token: str = API_KEY, url: str = "", **options: Any):
     options.setdefault("typing", False)
     return SimpleNamespace(name=name, url=url or fake.url, token=token, options=options, provider="waha")
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def failure(call) -> GatewayError:

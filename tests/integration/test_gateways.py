@@ -7,7 +7,6 @@ the instance options the adapters read.
 """
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from billing.adapters.providers.base import (
 from billing.adapters.providers.evolution import EvolutionGateway
 from billing.adapters.providers.http import flatten_message
 from billing.adapters.providers.waha import WahaGateway, verify_waha_signature
-from tests.fakes import WebhookReceiver
+from tests.fakes import WebhookReceiver, closed_port_url
 from tests.fakes import evolution as evo
 from tests.fakes import waha as wa
 from tests.fakes.evolution import FakeEvolution
@@ -77,14 +76,6 @@ def waha_instance(fake: FakeWaha | None, *, url: str = "", name: str = WAHA_SESS
                   **options: Any) -> SimpleNamespace:
     options.setdefault("typing_ms", TYPING_MS)
     return SimpleNamespace(name=name, url=url or fake.url, token=token, options=options, provider="waha")
-
-
-def closed_port_url() -> str:
-    """A local URL nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def send(gateway: Any, *, chat_id: str = "", text: str = "Olá, sua fatura vence amanhã") -> Any:

@@ -28,6 +28,7 @@ from billing.domain import signing
 from billing_cli import worker as worker_cli
 from tests.conftest import postgres_database
 from tests.e2e.stack import free_port
+from tests.factories import BAD_CLI_INPUT
 from tests.inprocess_support import Cli, one_error_line, restore_signals  # noqa: F401  (a fixture)
 from tests.waiting import wait_until
 
@@ -232,24 +233,7 @@ def test_outbox_lists_what_the_sandbox_recorded(acme):
     assert len(acme("outbox", "--json", "--limit", "1").stdout.splitlines()) == 1
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["tenant", "create", "acme"], "Error: tenant 'acme' already exists"),
-        (["tenant", "create", "x", "--timezone", "Mars/Olympus"], "Error: unknown time zone 'Mars/Olympus'"),
-        (["tenant", "show", "ghost"], "Error: no tenant named 'ghost'"),
-        (["tenant", "update", "acme", "--holiday-dates", "2030-13-45"], "Error: "),
-        (["apikey", "create", "--tenant", "ghost"], "Error: no tenant named 'ghost'"),
-        (["apikey", "create", "--tenant", "acme", "--types", "overdue,spam"], "Error: unknown template type(s) spam"),
-        (["template", "create", "--tenant", "acme", "--type", "overdue", "--name", "b", "--variation", "{{#if x}}open"],
-         "Error: variation 1: unclosed"),
-        (["template", "create", "--tenant", "acme", "--file", "/nonexistent.yaml"], "Error: cannot read /nonexistent.yaml"),
-        (["instance", "create", "--tenant", "acme", "--provider", "waha", "--name", "w"], "Error: a waha instance needs --url"),
-        (["instance", "create", "--tenant", "acme", "--provider", "sandbox", "--name", "s", "--messages-per-minute", "-1"],
-         "Error: messages per minute must be between"),
-        (["instance", "show", "--tenant", "acme", "--name", "ghost"], "Error: "),
-    ],
-)
+@pytest.mark.parametrize("args, message", BAD_CLI_INPUT)
 def test_bad_input_is_one_readable_line(acme, args, message):
     result = acme(*args, ok=False)
     assert result.exit_code == 1

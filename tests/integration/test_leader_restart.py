@@ -77,14 +77,18 @@ def _events(path: Path) -> list[dict]:
     return lines
 
 
-def _leading_now(events: list[dict]) -> bool:
-    state = False
+def _leadership(events: list[dict]):
+    """Each event with whether its process leads once that event happened."""
+    leading = False
     for event in events:
-        if event["event"] == LEADS:
-            state = True
-        elif event["event"] == STEPS_DOWN:
-            state = False
-    return state
+        if event["event"] in (LEADS, STEPS_DOWN):
+            leading = event["event"] == LEADS
+        yield event, leading
+
+
+def _leading_now(events: list[dict]) -> bool:
+    states = [leading for _event, leading in _leadership(events)]
+    return bool(states) and states[-1]
 
 
 def _assert_never_two_leaders(logs: dict[int, list[dict]]) -> None:
@@ -92,13 +96,8 @@ def _assert_never_two_leaders(logs: dict[int, list[dict]]) -> None:
     pass from one process to another, the second took the lead only after the
     first's last job."""
     for pid, events in logs.items():
-        leading = False
-        for event in events:
-            if event["event"] == LEADS:
-                leading = True
-            elif event["event"] == STEPS_DOWN:
-                leading = False
-            elif event["event"] == JOB_RAN:
+        for event, leading in _leadership(events):
+            if event["event"] == JOB_RAN:
                 assert leading, f"process {pid} ran a job while not leading: {event}"
     runs = sorted((e["at"], pid) for pid, events in logs.items() for e in events if e["event"] == JOB_RAN)
     for (before, pid_before), (after, pid_after) in zip(runs, runs[1:]):

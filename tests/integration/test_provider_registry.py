@@ -21,16 +21,14 @@ import pytest
 import structlog
 from pydantic import Field
 
-from billing import apikeys
 from billing.adapters.models import Instance
 from billing.adapters.providers import PROVIDERS, register, unregister, webhook_url
 from billing.adapters.providers.base import CONNECTED, DOWN, ConnectionEvent, ConnectionStatus, NumberCheck, SendResult
 from billing.adapters.providers.registry import GatewayOptions, Provider, Webhook, WebhookBody, WebhookDoc
-from billing.config import Settings
 from billing.logconfig import configure_logging
-from tests.factories import RecordedJobs, make_tenant
+from tests.factories import admin_client
 from tests.inprocess_support import Cli
-from web import create_app, openapi
+from web import openapi
 
 ADMIN = "/api/v1/admin"
 OPERATOR = "op-" + "e" * 40
@@ -107,12 +105,7 @@ def echo():
 
 @pytest.fixture
 def admin(db, echo):
-    app = create_app(Settings(database_url=db, admin_token=OPERATOR), jobs=RecordedJobs())
-    client = app.test_client()
-    client.setup = make_tenant()
-    _, token = apikeys.issue_admin_token(client.setup.tenant)
-    client.auth = {"Authorization": f"Bearer {token}"}
-    return client
+    return admin_client(db, operator_token=OPERATOR)
 
 
 def _create(admin, **fields):

@@ -3,41 +3,22 @@ PostgreSQL: authentication, idempotency, ack order, replies, opt-outs, and the
 number check that finds accounts registered without the mobile 9."""
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from billing import campaigns, dispatch, inbound, sending, tenants
 from billing.adapters.db import write_transaction
 from billing.adapters.models import CallbackDelivery, Contact, InboundMessage, Instance, OptOut, Queue
 from billing.clock import utcnow
-from billing.config import Settings
 from billing.domain.states import ContactStatus, QueueStatus
-from tests.factories import RecordedJobs, contact, make_tenant, phones
+from tests.factories import LiveApp, contact, make_tenant, phones
 from tests.fakes import without_nine
 from tests.fakes.evolution import FakeEvolution
 from tests.fakes.waha import FakeWaha
-from web import create_app
 
 RECEIVER = "http://127.0.0.1:9/callbacks"  # never called here: deliveries are only recorded
-
-
-class LiveApp:
-    """The Flask app on a real port, recording what it hands to the broker."""
-
-    def __init__(self, url: str) -> None:
-        self.jobs = RecordedJobs()
-        self.started, self.callbacks = self.jobs.started, self.jobs.delivered
-        app = create_app(Settings(database_url=url), jobs=self.jobs)
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.base = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture
