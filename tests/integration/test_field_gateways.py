@@ -6,6 +6,7 @@ failures recorded on the instance with their reason, and auto-replies that a
 gateway failure cannot lose or send twice."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ import structlog
 
 from billing import campaigns, dispatch, health, inbound, sending, tenants
 from billing.adapters.models import Contact, Event, InboundMessage, Instance, OptOut, Queue, SandboxMessage
-from billing.adapters.providers import ADAPTERS, gateway_for, webhook_url
+from billing.adapters.providers import PROVIDERS, gateway_for, webhook_url
 from billing.adapters.providers.base import CONNECTED, DOWN, SendResult
 from billing.apikeys import issue_admin_token
 from billing.clock import utcnow
@@ -379,7 +380,7 @@ class _BrokenAdapter:
 def test_health_check_counts_an_adapter_failure_as_down(db, monkeypatch):
     setup = make_tenant()
     instance = Instance.get(Instance.tenant == setup.tenant.id)
-    monkeypatch.setitem(ADAPTERS, "sandbox", _BrokenAdapter)
+    monkeypatch.setitem(PROVIDERS, "sandbox", dataclasses.replace(PROVIDERS["sandbox"], adapter=_BrokenAdapter))
 
     assert health.check(instance) == []
     assert (Instance.get_by_id(instance.id).health, Instance.get_by_id(instance.id).health_reason) == (

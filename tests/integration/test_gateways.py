@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from billing.adapters.providers import ADAPTERS, gateway_for
+from billing.adapters.providers import PROVIDERS, gateway_for
 from billing.adapters.providers.base import (
     ACK_DELIVERED,
     ACK_FAILED,
@@ -110,7 +110,7 @@ def receiver():
 
 
 def test_adapters_are_registered_and_built_from_an_instance(evolution, waha):
-    assert ADAPTERS["evolution"] is EvolutionGateway and ADAPTERS["waha"] is WahaGateway
+    assert PROVIDERS["evolution"].adapter is EvolutionGateway and PROVIDERS["waha"].adapter is WahaGateway
     assert isinstance(gateway_for(evolution_instance(evolution)), EvolutionGateway)
     assert isinstance(gateway_for(waha_instance(waha)), WahaGateway)
 

@@ -8,8 +8,9 @@ import pytest
 
 from billing import campaigns, dispatch, health, queues, recovery, sending
 from billing.adapters.models import Contact, Event, Instance, Queue, SandboxMessage
-from billing.adapters.providers import ADAPTERS, GatewayError
+from billing.adapters.providers import GatewayError, register, unregister
 from billing.adapters.providers.base import NumberCheck
+from billing.adapters.providers.registry import GatewayOptions, Provider
 from billing.domain.states import ContactStatus, QueueStatus
 from tests.factories import contact, make_tenant, phones
 
@@ -144,9 +145,10 @@ class _FailingGateway:
 
 @pytest.fixture
 def failing_gateway():
-    ADAPTERS["failing"] = _FailingGateway
+    register(Provider(name="failing", label="Failing (test gateway)", adapter=_FailingGateway, options=GatewayOptions,
+                      needs_url=False))
     yield _FailingGateway
-    del ADAPTERS["failing"]
+    unregister("failing")
 
 
 def test_permanent_error_fails_at_once(db, failing_gateway):

@@ -15,7 +15,6 @@ from pydantic import ValidationError
 
 from billing.adapters.providers.base import ConnectionStatus, Gateway, GatewayError, LookupUnavailable, SendResult
 from billing.adapters.providers.registry import (
-    ADAPTERS,
     PROVIDERS,
     Provider,
     ProviderName,
@@ -47,10 +46,10 @@ def gateway_for(instance: Any) -> Gateway:
     Raises:
       GatewayError: no adapter is registered for the instance's provider (permanent).
     """
-    factory = ADAPTERS.get(instance.provider)
-    if factory is None:
+    provider = PROVIDERS.get(instance.provider)
+    if provider is None:
         raise GatewayError(f"no adapter for provider '{instance.provider}' yet", transient=False)
-    return factory(instance)
+    return provider.adapter(instance)
 
 
 def provider_of(name: str) -> Provider:
@@ -91,7 +90,7 @@ def check_options(name: str, options: Mapping[str, Any] | None) -> dict:
 _discover()
 
 __all__ = [
-    "ADAPTERS", "PROVIDERS", "ConnectionStatus", "Gateway", "GatewayError", "LookupUnavailable", "Provider",
+    "PROVIDERS", "ConnectionStatus", "Gateway", "GatewayError", "LookupUnavailable", "Provider",
     "ProviderName", "ProviderOptions", "SendResult", "check_options", "gateway_for",
     "mask_webhook_secrets", "provider_of", "register", "unregister", "webhook_lines", "webhook_url",
 ]

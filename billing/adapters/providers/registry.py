@@ -179,10 +179,6 @@ class Provider:
 #: provider name -> its declaration: the one list of providers.
 PROVIDERS: dict[str, Provider] = {}
 
-#: provider name -> adapter factory, kept by :func:`register` (tests put a
-#: substitute adapter here; :func:`gateway_for` reads it).
-ADAPTERS: dict[str, Callable[[Any], Gateway]] = {}
-
 #: The compiled masking expression, rebuilt when the registry changes.
 _masking: dict[str, re.Pattern] = {}
 
@@ -204,7 +200,6 @@ def register(provider: Provider) -> Provider:
     if known is not None and known is not provider:
         raise ValueError(f"provider {provider.name!r} is declared twice")
     PROVIDERS[provider.name] = provider
-    ADAPTERS[provider.name] = provider.adapter
     _masking.clear()
     return provider
 
@@ -216,7 +211,6 @@ def unregister(name: str) -> None:
       name: the provider's name; unknown names are ignored.
     """
     PROVIDERS.pop(name, None)
-    ADAPTERS.pop(name, None)
     _masking.clear()
 
 
