@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from billing.adapters.models import CallbackAttempt, CallbackDelivery, Tenant
+from billing.callbacks import shown_error
 from billing.clock import as_utc_iso
 from billing.errors import NotFound
 from billing.tenants import get_tenant
@@ -16,7 +17,7 @@ def _view(row: CallbackDelivery) -> dict:
         "status": row.status,
         "attempts": row.attempts,
         "last_status_code": row.last_status_code,
-        "last_error": row.last_error,
+        "last_error": shown_error(status_code=row.last_status_code, error=row.last_error),
         "created_at": as_utc_iso(row.created_at),
         "next_attempt_at": as_utc_iso(row.next_attempt_at) if row.status == "pending" else None,
         "delivered_at": as_utc_iso(row.delivered_at),
@@ -55,8 +56,10 @@ def delivery(delivery_id: str, *, tenant_id: int | None = None) -> dict:
         **_view(row),
         "payload": row.payload,
         "attempts_log": [
-            {"attempted_at": as_utc_iso(a.attempted_at), "status_code": a.status_code, "error": a.error,
-             "duration_ms": a.duration_ms}
+            # No HTTP answer, no duration: how long a connection took to fail tells open ports from filtered ones.
+            {"attempted_at": as_utc_iso(a.attempted_at), "status_code": a.status_code,
+             "error": shown_error(status_code=a.status_code, error=a.error),
+             "duration_ms": a.duration_ms if a.status_code is not None else None}
             for a in attempts
         ],
     }

@@ -7,26 +7,35 @@ retries), ``webhook-timestamp`` and ``webhook-signature`` (HMAC-SHA256 with
 the tenant's ``whsec_`` secret). Retries back off over hours; waits longer
 than a broker should hold a message stay in the database for the scheduler.
 A 410 disables the endpoint; ``Retry-After`` is honoured.
+
+Every URL goes through the outbound guard (:mod:`billing.adapters.outbound`)
+when a campaign is created and again when each attempt connects: public
+addresses only, unless the operator allowed the tenant private callbacks; no
+redirects. An attempt's record, which the tenant reads, tells what the
+receiver answered, never how a connection failed (refused, reset, DNS,
+timeout and TLS are one :data:`NO_HTTP_ANSWER`, without a duration), so it
+cannot be used to scan ports; the detail goes to our log.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
-import socket
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlparse
 
 import requests
+import structlog
 
+from billing.adapters import outbound
 from billing.adapters.db import write_transaction
 from billing.adapters.models import CallbackAttempt, CallbackDelivery, Campaign, Contact, DisabledEndpoint, Queue, Tenant
 from billing.clock import as_utc_iso, utcnow
 from billing.domain import signing
 from billing.errors import InvalidRequest
+
+log = structlog.get_logger(__name__)
 
 CONTACT_EVENTS = ("sent", "delivered", "read", "failed", "replied", "opted_out")
 QUEUE_COMPLETED = "queue.completed"
@@ -56,43 +65,56 @@ USER_AGENT = "whatsapp-billing-callbacks/1"
 
 PENDING, DELIVERED, FAILED, DISABLED = "pending", "delivered", "failed", "disabled"
 
+#: An attempt's error when the receiver gave no HTTP answer at all: how the
+#: connection failed (refused, reset, DNS, timeout, TLS) is in our log only.
+NO_HTTP_ANSWER = "no HTTP answer"
+#: The error of a delivery to an endpoint an earlier 410 disabled (no request is made).
+ENDPOINT_DISABLED = "endpoint disabled after 410 Gone"
+#: Said after a refusal of a non-public address, so the tenant knows who can allow it.
+PRIVATE_CALLBACK_HINT = "; ask the operator to allow private callbacks for this tenant"
+
 
 # --- SSRF guard -------------------------------------------------------------
 
-def _blocked(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified
-
-
 def check_url(url: str, *, allow_private: bool) -> None:
-    """Refuse a callback URL that resolves to loopback, private, link-local or
-    other non-public addresses (it would let a caller make us reach inside
-    our own network), unless the tenant allows it.
+    """Refuse a callback URL that is not http(s), or whose host resolves to
+    a loopback, private, link-local or other non-public address (it would let
+    a caller make us reach inside our own network), unless the operator
+    allowed the tenant private callbacks. A host that does not resolve now
+    passes: its deliveries fail to connect and are retried, and the guard
+    checks again at every connect.
+
+    Parameters:
+      url: the callback URL.
+      allow_private: the tenant's ``allow_private_callbacks``.
 
     Raises:
-      InvalidRequest: with the reason.
+      InvalidRequest: with the reason (never the address the host resolved to).
     """
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise InvalidRequest("callback_url must be an http:// or https:// URL")
-    if allow_private:
-        return
     try:
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        addresses = {info[4][0] for info in socket.getaddrinfo(parsed.hostname, port, proto=socket.IPPROTO_TCP)}
-    except (socket.gaierror, ValueError):
-        # Not resolvable now (DNS down, a host not yet published): nothing to
-        # refuse. A delivery to it fails to connect and is retried, and the
-        # check runs again before every attempt.
-        return
-    blocked = sorted(a for a in addresses if _blocked(a))
-    if blocked:
-        raise InvalidRequest(
-            f"callback_url resolves to a non-public address ({blocked[0]}); "
-            "ask the operator to allow private callbacks for this tenant"
-        )
+        outbound.check_url(url, policy=outbound.callback_policy(allow_private=allow_private), require_resolvable=False)
+    except outbound.DestinationRefused as exc:
+        raise InvalidRequest(_refusal(exc)) from None
+
+
+def _refusal(exc: outbound.DestinationRefused) -> str:
+    """What the tenant reads of a guard refusal (never the resolved address)."""
+    hint = PRIVATE_CALLBACK_HINT if exc.reason == outbound.NOT_ALLOWED else ""
+    return f"callback_url {exc.reason}{hint}"
+
+
+def shown_error(*, status_code: int | None, error: str) -> str:
+    """An attempt's or delivery's error as the tenant reads it: a guard
+    refusal, an HTTP answer's text, or :data:`NO_HTTP_ANSWER` (rows written
+    before the guard kept the connection's failure detail).
+
+    Parameters:
+      status_code: the receiver's status; None when there was no HTTP answer.
+      error: the error as stored.
+    """
+    if status_code is not None or not error or error.startswith("callback_url") or error in (NO_HTTP_ANSWER, ENDPOINT_DISABLED):
+        return error
+    return NO_HTTP_ANSWER
 
 
 # --- emitting -----------------------------------------------------------------
@@ -231,24 +253,31 @@ def deliver(delivery_id: str, *, now: datetime | None = None) -> DeliveryReport:
         tenant = Tenant.get_by_id(delivery.tenant_id)
         attempt = delivery.attempts + 1
     if DisabledEndpoint.get_or_none((DisabledEndpoint.tenant == tenant.id) & (DisabledEndpoint.url == delivery.url)):
-        _finish(delivery, status=DISABLED, now=now, code=None, error="endpoint disabled after 410 Gone")
+        _finish(delivery, status=DISABLED, now=now, code=None, error=ENDPOINT_DISABLED)
         return DeliveryReport(status=DISABLED)
 
     body = json.dumps(delivery.payload, ensure_ascii=False, separators=(",", ":")).encode()
-    response, error, started = None, "", time.monotonic()
+    response, error, refused, started = None, "", False, time.monotonic()
     try:
-        check_url(delivery.url, allow_private=tenant.allow_private_callbacks)
         headers = signing.headers_for(secret=tenant.callback_secret, msg_id=delivery.id, body=body)
         headers.update({"Content-Type": "application/json", "User-Agent": USER_AGENT})
-        response = requests.post(delivery.url, data=body, headers=headers, timeout=DELIVERY_TIMEOUT, allow_redirects=False)
-    except InvalidRequest as exc:
-        error = str(exc)
+        response = outbound.request(
+            "POST", delivery.url, policy=outbound.callback_policy(allow_private=tenant.allow_private_callbacks),
+            data=body, headers=headers, timeout=DELIVERY_TIMEOUT,
+        )
+    except outbound.DestinationRefused as exc:
+        refused, error = True, _refusal(exc)
     except requests.RequestException as exc:
-        error = f"{type(exc).__name__}: {exc}"[:500]
+        # The tenant reads the attempt: one text for every connection failure.
+        error = NO_HTTP_ANSWER
+        log.warning("callback got no HTTP answer", delivery=delivery.id, url=delivery.url,
+                    error=f"{type(exc).__name__}: {exc}"[:500])
     code = response.status_code if response is not None else None
+    # Only an HTTP answer has a duration: the time a connection took to fail
+    # would tell an open port from a filtered one.
     CallbackAttempt.create(
         delivery=delivery.id, attempted_at=now, status_code=code, error=error,
-        duration_ms=int((time.monotonic() - started) * 1000),
+        duration_ms=int((time.monotonic() - started) * 1000) if response is not None else 0,
     )
 
     if code is not None and 200 <= code < 300:
@@ -258,7 +287,7 @@ def deliver(delivery_id: str, *, now: datetime | None = None) -> DeliveryReport:
         DisabledEndpoint.insert(tenant=tenant.id, url=delivery.url, disabled_at=now).on_conflict_ignore().execute()
         _finish(delivery, status=DISABLED, now=now, code=code, error="410 Gone: endpoint disabled")
         return DeliveryReport(status=DISABLED)
-    if error.startswith("callback_url"):  # refused by the SSRF guard: trying again will not help
+    if refused:  # refused by the SSRF guard: trying again will not help
         _finish(delivery, status=FAILED, now=now, code=None, error=error)
         return DeliveryReport(status=FAILED)
     error = error or f"HTTP {code}"

@@ -1,4 +1,5 @@
-"""Which WhatsApp instances may send: active ones whose gateway is not down.
+"""Which WhatsApp instances may send (active ones whose gateway is not down),
+and where an instance's gateway may be.
 
 The one definition of a healthy instance. Dispatch books slots on them,
 health pauses a tenant's queues when it has none left, recovery resumes the
@@ -10,8 +11,13 @@ from __future__ import annotations
 
 from peewee import Expression, ModelSelect
 
+from billing.adapters import outbound
 from billing.adapters.models import Instance
 from billing.adapters.providers.base import DOWN
+from billing.errors import InvalidRequest
+
+#: Said after a refused gateway address, so the tenant knows who can allow it.
+PRIVATE_GATEWAY_HINT = "(a gateway on a private network must be inside the operator's GATEWAY_PRIVATE_NETWORKS)"
 
 
 def _may_send() -> Expression:
@@ -32,3 +38,24 @@ def healthy_instances(*, tenant_id: int | None = None) -> ModelSelect:
 def tenants_with_healthy_instances() -> ModelSelect:
     """The ids of the tenants that have at least one healthy instance (a subquery)."""
     return healthy_instances().select(Instance.tenant).order_by()
+
+
+def check_gateway_url(url: str) -> str:
+    """An instance's gateway URL as stored, once the outbound guard allows it:
+    http:// or https://, a host that resolves, and only public addresses or
+    addresses inside the operator's GATEWAY_PRIVATE_NETWORKS. Every call to
+    the gateway checks again when it connects.
+
+    Parameters:
+      url: the URL as given (a trailing slash is dropped).
+
+    Raises:
+      InvalidRequest: the URL is refused, with the reason (never the address
+        the host resolved to).
+    """
+    try:
+        outbound.check_url(url, policy=outbound.gateway_policy())
+    except outbound.DestinationRefused as exc:
+        hint = f" {PRIVATE_GATEWAY_HINT}" if exc.reason == outbound.NOT_ALLOWED else ""
+        raise InvalidRequest(f"url {exc.reason}{hint}", errors=[{"field": "url", "message": exc.reason}]) from None
+    return url.rstrip("/")

@@ -57,7 +57,7 @@ def test_templates_crud_and_preview(admin):
 
 def test_instances_settings_campaigns_and_stats(admin):
     made = admin.post(f"{ADMIN}/instances", headers=admin.auth, json={
-        "name": "loja", "provider": "evolution", "url": "http://evo.example", "token": "t", "messages_per_minute": 12,
+        "name": "loja", "provider": "evolution", "url": "http://127.0.0.1:8080", "token": "t", "messages_per_minute": 12,
         "daily_cap": 200, "warmup_days": 10})
     assert made.status_code == 201 and made.json["token_set"] is True and "token" not in made.json
     assert (made.json["min_interval"], made.json["max_interval"]) == (3.75, 6.25)

@@ -293,7 +293,7 @@ SEND, CHECK = "send", "check"
         pytest.param(lambda f: evolution_instance(f, url=closed_port_url()), SEND,
                      "evolution unreachable at http://127.0.0.1:", True, True, id="unreachable"),
         pytest.param(lambda f: evolution_instance(f, url="evolution.local:8080"), SEND,
-                     "evolution URL is not valid: 'evolution.local:8080'", True, True, id="invalid-url"),
+                     "evolution URL 'evolution.local:8080' refused: must be an http:// or https:// URL", True, True, id="invalid-url"),
     ],
 )
 def test_evolution_errors_are_classified(evolution, setup, call, reason, transient, instance_down):
@@ -637,7 +637,7 @@ WAHA_NOT_FOUND = "waha 404: We didn't find a session with name 'default'. Please
         pytest.param(lambda f: waha_instance(f, url=closed_port_url()), CHECK,
                      "waha unreachable at http://127.0.0.1:", True, True, id="unreachable"),
         pytest.param(lambda f: waha_instance(f, url="waha.local:3000"), SEND,
-                     "waha URL is not valid: 'waha.local:3000'", True, True, id="invalid-url"),
+                     "waha URL 'waha.local:3000' refused: must be an http:// or https:// URL", True, True, id="invalid-url"),
     ],
 )
 def test_waha_errors_are_classified(waha, setup, call, reason, transient, instance_down):

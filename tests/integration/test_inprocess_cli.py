@@ -21,7 +21,7 @@ import yaml
 
 import tasks
 from billing import apikeys, callbacks, health
-from billing.adapters import migrations
+from billing.adapters import migrations, outbound
 from billing.adapters.models import AdminToken, ApiKey, CallbackDelivery, Heartbeat, Instance, Queue, Template, Tenant
 from billing.adapters.providers.sandbox import SandboxGateway
 from billing.domain import signing
@@ -158,7 +158,11 @@ def test_a_yaml_syntax_error_is_one_line(acme, tmp_path):
     assert "(line 2, column 1)" in line
 
 
-def test_instance_create_update_show_for_each_provider(acme):
+def test_instance_create_update_show_for_each_provider(acme, monkeypatch):
+    # The outbound guard resolves gateway hosts: these names resolve as a deployment's would (a public
+    # host; a private service inside the networks the test session allows), without DNS.
+    addresses = {"gateway.example.com": ["93.184.216.34"], "waha": ["127.0.0.1"]}
+    monkeypatch.setattr(outbound, "resolve", lambda host, port: addresses[host])
     out = acme("instance", "create", "--tenant", "acme", "--provider", "sandbox", "--name", "s1",
                "--messages-per-minute", "30", "--min-interval", "1.5", "--max-interval", "2.5",
                "--rest-every", "10", "--rest-seconds", "20", "--daily-cap", "300", "--warmup-days", "7").stdout
@@ -431,7 +435,10 @@ def test_billing_run_serves_sends_the_demo_and_stops_on_sigterm(sqlite_db, monke
     assert answers["healthz"].status_code == 200
     banner = result.stdout
     assert f"Billing is running at http://127.0.0.1:{port}" in banner and "broker: embedded" in banner
-    assert "Demo API key (new at every start): bk_" in banner and "curl" in banner
+    # Not a terminal (CliRunner's buffer, like a file or a process manager's log): the key is not written.
+    assert "Demo API key: not shown, the output is not a terminal" in banner and "curl" in banner
+    demo_key = ApiKey.get(ApiKey.revoked_at.is_null())
+    assert f"bk_{demo_key.prefix}" not in banner and "X-Billing-API-Key: bk_...'" in banner
     assert Tenant.select().count() == 1 and Queue.select().count() == 0  # the demo tenant, nothing sent yet
     assert Heartbeat.get(Heartbeat.kind == "worker").stopped_at is not None  # the in-process worker stopped cleanly
 

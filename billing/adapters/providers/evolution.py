@@ -66,6 +66,7 @@ from billing.adapters.providers.http import (
     digits_of,
     epoch_seconds,
     error_message,
+    gateway_message,
     is_personal_chat,
     jid_parts,
     naive_utc_epoch,
@@ -351,26 +352,30 @@ def _number_for(*, phone: str, chat_id: str) -> str:
     return user if domain in ("", PHONE_JID_DOMAIN, "c.us") else chat_id
 
 
+#: The reason of a 404 without a message field (a wrong base URL answers another server's page).
+NOT_FOUND_MESSAGE = "not found (unknown instance, or a wrong base URL)"
 #: Where this gateway's error answers put their text, in order.
 _ERROR_MESSAGE_PATHS = (("response", "message"), ("message",), ("output", "payload", "message"))
 
 
 def _error(reply: Reply) -> GatewayError:
     status = reply.status
+    # Markers are looked for in the whole message field; reasons quote it cut short.
+    whole = gateway_message(reply, _ERROR_MESSAGE_PATHS)
     message = error_message(reply, _ERROR_MESSAGE_PATHS)
     if status == HTTP_UNAUTHORIZED:
         return status_error(provider=NAME, reply=reply, message=message)
     listed = dig(reply.body, "response", "message")
     if isinstance(listed, list) and any(isinstance(e, Mapping) and e.get("exists") is False for e in listed):
         return GatewayError(f"{NAME} {status}: number is not on WhatsApp", transient=False)
-    if any(marker in message for marker in INSTANCE_DOWN_MARKERS):
+    if any(marker in whole for marker in INSTANCE_DOWN_MARKERS):
         return GatewayError(f"{NAME} {status}: {message}", transient=True, instance_down=True)
-    if (status == HTTP_BAD_REQUEST and REJECTED_SHAPE_MARKER in message) or V1_SERVER_MARKER in message:
+    if (status == HTTP_BAD_REQUEST and REJECTED_SHAPE_MARKER in whole) or V1_SERVER_MARKER in whole:
         return GatewayError(shorten(f"{NAME} {status}: {message} ({BODY_SHAPE_HINT})"),
                             transient=True, instance_down=True)
     if status == HTTP_NOT_FOUND:
         # Unknown instance or wrong base URL: the instance's configuration, not the contact.
-        return GatewayError(f"{NAME} {status}: {message}", transient=True, instance_down=True)
+        return GatewayError(f"{NAME} {status}: {message or NOT_FOUND_MESSAGE}", transient=True, instance_down=True)
     if status == HTTP_BAD_REQUEST and reply.body == {}:
         # A number check on an instance never started answers 400 {} (2.3.6).
         return GatewayError(

@@ -2,13 +2,21 @@
 
 :class:`GatewayClient` makes one call and hands back a :class:`Reply`; network
 failures (timeouts, refused connections) become :class:`GatewayError` here,
-so adapters only classify the HTTP answers their gateway gives. A network
+so adapters only classify the HTTP answers their gateway gives. Every call
+goes through the outbound guard (:mod:`billing.adapters.outbound`): a gateway
+URL whose host is, or now resolves to, an address the operator did not allow
+is never connected to, and redirects are not followed. A network
 failure says whether the request may have reached the gateway
 (``GatewayError.ambiguous``): a refused connection, a DNS failure or a connect
 timeout never did; a read timeout or a connection dropped after the request
 was written may have, so the message may have gone out. The helpers
 below read untrusted JSON (gateway answers, webhook bodies) without ever
 raising ``KeyError`` / ``TypeError``.
+
+A gateway's error answer never reaches the tenant verbatim: a reason is our
+classification, the status code and the gateway's own message field where
+its JSON shape is known (:func:`error_message`), cut short. The raw body goes
+to our log only (``gateway_body``).
 """
 from __future__ import annotations
 
@@ -19,11 +27,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+import structlog
 from pydantic import Field
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from billing.adapters import outbound
 from billing.adapters.providers.base import GatewayError
 from billing.adapters.providers.registry import GatewayOptions
+
+log = structlog.get_logger(__name__)
 
 #: Instance options every HTTP gateway adapter reads.
 OPTION_TYPING = "typing"
@@ -65,6 +77,11 @@ HTTP_SERVER_ERROR = 500
 #: Longest error text quoted in a reason (reasons are stored per contact and
 #: as Instance.health_reason, a 300-character column).
 MAX_REASON_LENGTH = 300
+#: Longest part of a gateway's own message field quoted in a reason: enough
+#: for "Connection Closed" or a validation message, too little for a dump.
+MAX_GATEWAY_MESSAGE_LENGTH = 120
+#: Longest part of an error answer's raw body written to our log (``gateway_body``).
+MAX_LOGGED_BODY_LENGTH = 2000
 #: Joins the pieces of a multi-part gateway error message.
 MESSAGE_SEPARATOR = "; "
 
@@ -81,7 +98,7 @@ class Reply:
     Parameters:
       status: the HTTP status code.
       body: the parsed JSON body, or None when it was empty or not JSON.
-      text: the raw body text (quoted in reasons when it is not JSON).
+      text: the raw body text (logged, never quoted in reasons).
     """
 
     status: int
@@ -131,9 +148,15 @@ class GatewayClient:
         read_timeout = self.timeout_seconds + extra_seconds
         timeout = (min(CONNECT_TIMEOUT_SECONDS, read_timeout), read_timeout)
         try:
-            response = requests.request(
-                method, f"{self.base_url}{path}", json=json_body, params=params, headers=self.headers, timeout=timeout
+            response = outbound.request(
+                method, f"{self.base_url}{path}", policy=outbound.gateway_policy(), json=json_body, params=params,
+                headers=self.headers, timeout=timeout,
             )
+        # Refused by the guard (nothing was sent): the instance's URL, not the contact.
+        except outbound.DestinationRefused as exc:
+            raise GatewayError(
+                f"{self.provider} URL {self.base_url!r} refused: {exc.reason}", transient=True, instance_down=True
+            ) from exc
         # A malformed base URL is the instance's configuration: pause, do not fail contacts.
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema) as exc:
@@ -163,7 +186,12 @@ class GatewayClient:
             ) from exc
         except requests.RequestException as exc:
             raise GatewayError(f"{self.provider} call failed: {type(exc).__name__}", transient=True) from exc
-        return Reply(status=response.status_code, body=_json_or_none(response.text), text=response.text)
+        reply = Reply(status=response.status_code, body=_json_or_none(response.text), text=response.text)
+        if not reply.ok:
+            # The raw answer is for us: reasons quote only its known message field.
+            log.info("gateway error answer", provider=self.provider, method=method, path=path, status=reply.status,
+                     gateway_body=reply.text[:MAX_LOGGED_BODY_LENGTH])
+        return reply
 
     def _unreachable(self, exc: Exception) -> GatewayError:
         """Nothing answered at the base URL: the whole instance is down, and
@@ -259,9 +287,10 @@ def flatten_message(value: Any) -> str:
     return ""
 
 
-def error_message(reply: Reply, paths: tuple[tuple[str | int, ...], ...]) -> str:
-    """A gateway's own error text, shortened: the first non-empty value at one
-    of ``paths`` in its JSON answer, else the answer's raw text.
+def gateway_message(reply: Reply, paths: tuple[tuple[str | int, ...], ...]) -> str:
+    """A gateway's own error text, whole and on one line: the first non-empty
+    value at one of ``paths`` in its JSON answer; "" when none is there (an
+    answer of another shape, or not JSON, is never quoted).
 
     Parameters:
       reply: the gateway's answer.
@@ -270,13 +299,29 @@ def error_message(reply: Reply, paths: tuple[tuple[str | int, ...], ...]) -> str
     for path in paths:
         message = flatten_message(dig(reply.body, *path))
         if message:
-            return shorten(message)
-    return shorten(" ".join(reply.text.split()))
+            return message
+    return ""
 
 
-def shorten(text: str) -> str:
-    """``text`` cut to :data:`MAX_REASON_LENGTH` characters."""
-    return text if len(text) <= MAX_REASON_LENGTH else f"{text[:MAX_REASON_LENGTH - 3]}..."
+def error_message(reply: Reply, paths: tuple[tuple[str | int, ...], ...]) -> str:
+    """:func:`gateway_message` cut to :data:`MAX_GATEWAY_MESSAGE_LENGTH`, as
+    a reason quotes it.
+
+    Parameters:
+      reply: the gateway's answer.
+      paths: where that gateway puts its error text (see :func:`dig`), in order.
+    """
+    return shorten(gateway_message(reply, paths), limit=MAX_GATEWAY_MESSAGE_LENGTH)
+
+
+def shorten(text: str, *, limit: int = MAX_REASON_LENGTH) -> str:
+    """``text`` cut to ``limit`` characters (default :data:`MAX_REASON_LENGTH`).
+
+    Parameters:
+      text: the text.
+      limit: the longest result.
+    """
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def digits_of(text: str) -> str:
@@ -369,7 +414,10 @@ def epoch_seconds(value: Any) -> float | None:
     if not isinstance(value, (int, float)):
         return None
     # Seconds stay below 1e11 until the year 5138; larger values are milliseconds.
-    return value / MS_PER_SECOND if value > MAX_EPOCH_SECONDS else float(value)
+    try:
+        return value / MS_PER_SECOND if value > MAX_EPOCH_SECONDS else float(value)
+    except OverflowError:  # an integer beyond any float (10**400) is no time
+        return None
 
 
 def naive_utc_epoch(moment: datetime) -> float:
