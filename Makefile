@@ -15,6 +15,8 @@ $(STAMP): setup.cfg setup.py
 install: $(STAMP)
 
 ## Start the embedded all-in-one mode (SQLite + in-process worker + sandbox gateway).
+## Without BILLING_ENCRYPTION_KEYS, the first command makes a local encryption
+## key next to the SQLite file (billing.sqlite3.key, mode 0600) and both use it.
 run: $(STAMP)
 	$(BIN)/billing db upgrade
 	$(BIN)/billing run

@@ -55,7 +55,7 @@ from psycopg2 import sql
 
 from bench.postgres import redact, scratch_database, server_version
 from billing.adapters import db as billing_db
-from billing.adapters import migrations
+from billing.adapters import encryption, migrations
 from billing.adapters.models import Contact
 from billing.campaigns import INSERT_FIELDS, create_campaign, template_variables
 from billing.config import Settings
@@ -470,12 +470,15 @@ def main() -> None:
     try:
         pg_version = server_version(admin)
         with scratch_database(admin, server_url, prefix=DATABASE_PREFIX) as url:
+            # A throwaway key: the scratch database's secrets die with it.
+            keys = (encryption.generate_key(),)
+            encryption.install(keys)
             billing_db.connect(url)
             migrations.upgrade()
             setup = make_tenant("bench")
             billing_db.database.close()
 
-            settings = Settings(database_url=url)
+            settings = Settings(database_url=url, encryption_keys=keys)
             # No broker: the queue's first dispatch is not part of the ingest.
             client = create_app(settings, jobs=RecordedJobs()).test_client()
             contacts = build_contacts(CONTACTS, today=today_in(setup.tenant.timezone), rng=random.Random(SEED))

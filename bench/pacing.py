@@ -72,6 +72,7 @@ from typing import TypeVar
 import psycopg2
 
 from bench.postgres import redact, scratch_database, server_version
+from billing.adapters import encryption
 from billing.adapters.models import Contact, Instance, Tenant
 from billing.config import DEFAULT_RECOVERY_INTERVAL_SECONDS
 from billing.sending import MAX_FLOOR_SLEEP
@@ -658,7 +659,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=DATABASE_PREFIX) as workdir, \
                 scratch_database(admin, server_url, prefix=DATABASE_PREFIX) as database_url:
             stack = Stack(
-                kind="production", env={"DATABASE_URL": database_url, "BROKER_URL": broker_url},
+                # A throwaway encryption key: the scratch database's secrets die with it.
+                kind="production", env={"DATABASE_URL": database_url, "BROKER_URL": broker_url,
+                                        encryption.KEYS_SETTING: encryption.generate_key()},
                 workdir=Path(workdir), worker_processes=WORKER_PROCESSES, worker_threads=WORKER_THREADS,
                 # The production default, not the e2e tests' 2 s.
                 extra_env={"RECOVERY_INTERVAL_SECONDS": DEFAULT_RECOVERY_INTERVAL_SECONDS},

@@ -10,11 +10,12 @@ import time
 import click
 import dramatiq
 import structlog
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from billing import bootstrap, recovery
 from billing.adapters import migrations
 from billing.config import Settings
+from billing.errors import redact_url
 
 log = structlog.get_logger(__name__)
 
@@ -25,6 +26,18 @@ WORKER_POLL_MS = 100
 #: Threads of the in-process worker when WORKER_THREADS is unset: the web
 #: server and the scheduler share the process (and SQLite has one writer).
 EMBEDDED_WORKER_THREADS = 4
+
+
+#: The HTTP Server header: the product, never a version (werkzeug's own names
+#: its version and Python's, which tells an attacker what to try).
+SERVER_HEADER = "billing"
+
+
+class VersionlessHandler(WSGIRequestHandler):
+    """werkzeug's request handler with a Server header that names no version."""
+
+    def version_string(self) -> str:
+        return SERVER_HEADER
 
 
 class EmbeddedWorker(dramatiq.Worker):
@@ -92,9 +105,9 @@ def run_embedded(*, host: str | None, port: int | None, settings: Settings | Non
     else:
         log.warning("another process runs the scheduler on this database; this one serves and works only")
 
-    server = make_server(host, port, create_app(settings), threaded=True)
+    server = make_server(host, port, create_app(settings), threaded=True, request_handler=VersionlessHandler)
     base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{server.server_port}"
-    _print_banner(base_url=base_url, demo=demo, settings=settings)
+    _print_banner(base_url=base_url, demo=demo, settings=settings, on_terminal=sys.stdout.isatty())
 
     stopping = threading.Event()
 
@@ -114,14 +127,32 @@ def run_embedded(*, host: str | None, port: int | None, settings: Settings | Non
         log.info("stopped")
 
 
-def _print_banner(*, base_url: str, demo: bootstrap.Demo, settings: Settings) -> None:
+#: What stands for the demo key when the output is not a terminal.
+KEY_PLACEHOLDER = "bk_..."
+
+
+def _print_banner(*, base_url: str, demo: bootstrap.Demo, settings: Settings, on_terminal: bool) -> None:
+    """Where the service runs, the demo key and a curl command that uses it.
+
+    Parameters:
+      base_url: where the server answers.
+      demo: the demo tenant and its fresh key.
+      settings: the database and broker to name.
+      on_terminal: stdout is a terminal. Otherwise it is collected somewhere
+        (a file, a process manager, next to the JSON log) and the key is not
+        written: ``billing apikey create --tenant demo`` makes one to copy.
+    """
     external_id = f"demo-{int(time.time())}"
+    key = demo.api_key if on_terminal else KEY_PLACEHOLDER
+    shown = (f"Demo API key (new at every start): {key}" if on_terminal else
+             f"Demo API key: not shown, the output is not a terminal; make one with "
+             f"`{sys.argv[0]} apikey create --tenant {demo.tenant.name}`")
     click.echo(
-        f"\nBilling is running at {base_url}  (database: {settings.database_url}, "
+        f"\nBilling is running at {base_url}  (database: {redact_url(settings.database_url)}, "
         f"broker: {'embedded' if settings.embedded_broker else settings.broker_url.split('@')[-1]})\n"
         f"Demo tenant '{demo.tenant.name}': sandbox WhatsApp instance, Portuguese templates.\n"
-        f"Demo API key (new at every start): {demo.api_key}\n\n"
-        f"Send a reminder:\n\n{bootstrap.demo_curl(base_url=base_url, api_key=demo.api_key, external_id=external_id)}\n\n"
+        f"{shown}\n\n"
+        f"Send a reminder:\n\n{bootstrap.demo_curl(base_url=base_url, api_key=key, external_id=external_id)}\n\n"
         "Then follow it: the answer's queue_id with GET /api/v1/billing/queue/<queue_id>/status,\n"
         f"and see what was 'sent' with: {sys.argv[0]} outbox   (Ctrl-C stops)\n",
         err=False,

@@ -54,9 +54,7 @@ def connect(url: str) -> peewee.Database:
     if scheme.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
-            directory = os.path.dirname(path)
-            if directory:
-                os.makedirs(directory, exist_ok=True)
+            _create_private_file(path)
         db = peewee.SqliteDatabase(path or ":memory:", pragmas=SQLITE_PRAGMAS, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
     elif scheme in ("postgres", "postgresql"):
         # Pooled: web requests and actor messages check a connection out and
@@ -71,6 +69,27 @@ def connect(url: str) -> peewee.Database:
         )
     database.initialize(db)
     return db
+
+
+#: A SQLite file we create, and the key file beside it, are the owner's
+#: only: they hold every tenant's customers and secrets. (SQLite gives its
+#: -wal and -shm files the database file's mode.)
+SQLITE_FILE_MODE = 0o600
+#: A directory we create for it is not listable by others either.
+SQLITE_DIRECTORY_MODE = 0o700
+
+
+def _create_private_file(path: str) -> None:
+    """Create the SQLite file ``path`` (and its directory) readable by its
+    owner only, before SQLite would create it with the umask's mode (often
+    world-readable). An existing file keeps the mode its owner gave it."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, mode=SQLITE_DIRECTORY_MODE, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SQLITE_FILE_MODE))
+    except FileExistsError:
+        pass
 
 
 def _release_previous() -> None:

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from billing.adapters import migrations
+from billing.adapters import encryption, migrations
 from tests.factories import BAD_CLI_INPUT
 
 BILLING = str(Path(sys.executable).parent / "billing")
+#: The suite's encryption key, for commands run with an environment of their
+#: own: without it a PostgreSQL URL is refused before the database is tried.
+KEYS = {encryption.KEYS_SETTING: os.environ[encryption.KEYS_SETTING]}
 
 
 @pytest.fixture
@@ -66,7 +70,7 @@ def test_errors_are_one_readable_line(cli, args, message):
 
 
 def test_bad_database_url_is_one_line(tmp_path):
-    result = subprocess.run([BILLING, "db", "upgrade"], env={"DATABASE_URL": "mysql://x", "PATH": "/usr/bin"},
+    result = subprocess.run([BILLING, "db", "upgrade"], env={"DATABASE_URL": "mysql://x", "PATH": "/usr/bin", **KEYS},
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 1 and result.stderr.startswith("Error: DATABASE_URL must start with")
 
@@ -110,6 +114,9 @@ CHECKED_ELSEWHERE = {("worker",)}
 #: Commands that bring the schema up to date themselves: a schema not yet
 #: upgraded is no mistake for them.
 UPGRADING = {("db", "upgrade"), ("run",)}
+
+#: Commands that use no database at all (tests/integration/test_encryption.py).
+NO_DATABASE = {("secrets", "generate-key")}
 
 
 def _every_command() -> list[tuple[tuple[str, ...], list[str]]]:
@@ -174,8 +181,8 @@ def test_an_unreachable_server_is_one_line_for_every_command(tmp_path):
     from tests.e2e.stack import free_port
 
     url = f"postgresql://billing:s3cret@127.0.0.1:{free_port()}/billing"  # nothing listens there
-    env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LOG_FORMAT": "json"}
-    commands = [c for c in _every_command() if c[0] not in CHECKED_ELSEWHERE]
+    env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LOG_FORMAT": "json", **KEYS}
+    commands = [c for c in _every_command() if c[0] not in CHECKED_ELSEWHERE | NO_DATABASE]
     results = _run_all(commands, env, tmp_path)
     _assert_one_line(results, "cannot reach the database (postgresql://billing:***@127.0.0.1:")
     assert not any("s3cret" in r.stderr for r in results.values())  # the password is never printed
@@ -183,7 +190,7 @@ def test_an_unreachable_server_is_one_line_for_every_command(tmp_path):
 
 def test_a_schema_not_upgraded_is_one_line_for_every_command(tmp_path):
     env = {"DATABASE_URL": f"sqlite:///{tmp_path}/fresh.sqlite3", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    commands = [c for c in _every_command() if c[0] not in CHECKED_ELSEWHERE | UPGRADING]
+    commands = [c for c in _every_command() if c[0] not in CHECKED_ELSEWHERE | UPGRADING | NO_DATABASE]
     _assert_one_line(_run_all(commands, env, tmp_path), "run `billing db upgrade` first")
 
 
@@ -214,7 +221,7 @@ def test_database_mistakes_are_one_line(url, expected, tmp_path, request):
     if "5432" in url:
         request.getfixturevalue("postgres_database_url")  # the server must answer for "does not exist" to be true
     for args in (["db", "upgrade"], ["tenant", "show", "acme"], ["outbox"]):
-        result = subprocess.run([BILLING, *args], env={"DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
+        result = subprocess.run([BILLING, *args], env={"DATABASE_URL": url, "PATH": "/usr/bin:/bin", **KEYS},
                                 capture_output=True, text=True, cwd=tmp_path, timeout=60)
         assert result.returncode == 1, result.stderr
         assert result.stderr.startswith(expected) and len(result.stderr.strip().splitlines()) == 1, result.stderr
