@@ -6,6 +6,10 @@ the contact no longer ``queued`` and does nothing, so the actor is idempotent.
 A send whose answer never came is checked with the gateway before it is sent
 again. Booking the slots is billing.dispatch's.
 
+One tenant's sends running in this process are bounded (billing.fairness):
+a send over the bound claims nothing and is re-published a little later, so
+a tenant whose gateway hangs cannot hold every worker thread.
+
 Waits longer than a broker should hold a message (a daily cap, a retry hours
 later) are written to the database (``contact.next_attempt_at``) for the
 scheduler.
@@ -21,7 +25,7 @@ from datetime import datetime, timedelta
 import structlog
 from peewee import InterfaceError, OperationalError, fn
 
-from billing import health, numbers, pacing, transitions, windows, workers
+from billing import fairness, health, numbers, pacing, transitions, windows, workers
 from billing.adapters.db import database, locked, write_transaction
 from billing.adapters.models import Campaign, Contact, Event, Instance, Queue, Tenant
 from billing.adapters.providers import GatewayError, gateway_for
@@ -68,6 +72,7 @@ class Outcome(enum.Enum):
     LATER = "later"  # booked again for a later slot; re-enqueue with `delay`
     DEFERRED = "deferred"  # given back to the database (retry later, or instance down)
     FAILED = "failed"
+    BUSY = "busy"  # the tenant's sends in this process are at their bound; re-enqueue with `delay`, nothing changed
 
 
 @dataclass
@@ -79,8 +84,9 @@ class SendReport:
       contact_id, queue_id: whose send it was.
       reason: why it did not go (for the log).
       delay: seconds until the re-enqueued message (LATER).
-      slot: the slot a LATER message is for (its booking token).
+      slot: the slot a LATER or BUSY message is for (its booking token).
       callbacks: callback deliveries to hand to the broker (their rows are committed).
+      refusals: how often the bound refused this message, this time included (BUSY).
     """
 
     outcome: Outcome
@@ -90,6 +96,7 @@ class SendReport:
     delay: float = 0.0
     slot: datetime | None = None
     callbacks: list[str] = field(default_factory=list)
+    refusals: int = 0
 
 
 #: A send the gateway accepted is recorded even across a database outage of
@@ -218,18 +225,45 @@ def _rebook_retry(contact: Contact, *, now: datetime) -> SendReport | None:
     return SendReport(Outcome.LATER, contact.id, queue_id, delay=(slot - now).total_seconds(), slot=slot)
 
 
-def send_one(contact_id: int, *, now: datetime | None = None, slot: datetime | None = None) -> SendReport:
-    """Claim, send and record one contact.
+def send_one(contact_id: int, *, now: datetime | None = None, slot: datetime | None = None, refusals: int = 0,
+             slots: fairness.TenantSlots | None = None) -> SendReport:
+    """Claim, send and record one contact, within its tenant's bound.
 
     Parameters:
       contact_id: the contact.
       now: the current time (tests).
       slot: the booking the broker message was published for (see :func:`claim`).
+      refusals: how often the bound refused this message before (its next delay grows).
+      slots: the bound (default: this process's, billing.fairness.sends).
 
     Returns:
       A report whose ``outcome`` tells the caller (the actor) what to do next.
     """
-    now = now or utcnow()
+    slots = slots or fairness.sends
+    tenant_id = Contact.select(Contact.tenant).where(Contact.id == contact_id).scalar()
+    if tenant_id is None:
+        return SendReport(Outcome.SKIPPED, contact_id)
+    # Held from the claim to the record: everything that may wait on the
+    # tenant's gateway (number check, floor, typing, the send) is inside.
+    with slots.held(tenant_id) as admitted:
+        if not admitted:
+            return _busy(contact_id, slot=slot, refusal=slots.refusal(tenant_id, refusals=refusals))
+        return _claim_and_send(contact_id, now=now or utcnow(), slot=slot)
+
+
+def _busy(contact_id: int, *, slot: datetime | None, refusal: fairness.Refusal) -> SendReport:
+    """A send its tenant's bound refused: nothing is claimed or written (the
+    booking and its token stay as they are); the message comes back later.
+    A message that would claim nothing anyway (stale, or a redelivery) ends here."""
+    queue_id = _booked_queue(contact_id, slot=slot)
+    if queue_id is None:
+        return SendReport(Outcome.SKIPPED, contact_id)
+    return SendReport(Outcome.BUSY, contact_id, str(queue_id), "the tenant's sends are at their bound",
+                      delay=refusal.delay, slot=slot, refusals=refusal.refusals)
+
+
+def _claim_and_send(contact_id: int, *, now: datetime, slot: datetime | None) -> SendReport:
+    """The claim, and the send of a claimed contact."""
     if not claim(contact_id, now=now, slot=slot, worker=workers.current_id()):
         return SendReport(Outcome.SKIPPED, contact_id)
     progress = {"gateway_called": False}

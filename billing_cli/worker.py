@@ -211,6 +211,7 @@ def worker(processes, threads, queues, stop_timeout) -> None:
     settings = preflight()
     processes = processes or settings.worker_processes
     threads = threads or settings.worker_threads or DEFAULT_THREADS
+    _check_tenant_bound(settings.send_tenant_concurrency, threads=threads)
     worker_timeout_ms = settings.worker_timeout_ms
     names = tuple(name.strip() for item in queues for name in item.split(",") if name.strip())
     _check_queues(names)
@@ -222,6 +223,16 @@ def worker(processes, threads, queues, stop_timeout) -> None:
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     sys.exit(supervisor.run())
+
+
+def _check_tenant_bound(configured: int | None, *, threads: int) -> None:
+    """Refuse a SEND_TENANT_CONCURRENCY the children would refuse at boot, in one line."""
+    from billing.fairness import limit_for
+
+    try:
+        limit_for(configured=configured, threads=threads)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _check_queues(names: tuple[str, ...]) -> None:

@@ -13,9 +13,9 @@ import dramatiq
 import structlog
 from peewee import InterfaceError, OperationalError
 
-from billing import callbacks, health, inbound, recovery, sending
+from billing import callbacks, fairness, health, inbound, recovery, sending
 from billing import dispatch as dispatching  # `dispatch` is the actor below
-from billing.adapters.models import Instance
+from billing.adapters.models import CallbackDelivery, InboundMessage, Instance
 from billing.adapters.providers import GatewayError
 from billing.clock import utcnow
 from billing.config import Settings
@@ -138,17 +138,22 @@ def dispatch(queue_id: str) -> None:
     time_limit=SEND_TIME_LIMIT_MS,
 )
 @_waits_out_database_outages
-def send_contact(contact_id: int, slot: str | None = None) -> None:
+def send_contact(contact_id: int, slot: str | None = None, refusals: int = 0) -> None:
     """Send one contact's message (idempotent: a second delivery does nothing).
 
     Parameters:
       contact_id: the contact.
       slot: the booked slot (ISO) this message was published for; a message
         of an older booking claims nothing. None: whatever is booked.
+      refusals: how often its tenant's bound refused this message (billing.fairness).
     """
-    report = sending.send_one(contact_id, slot=datetime.fromisoformat(slot) if slot else None)
+    report = sending.send_one(contact_id, slot=datetime.fromisoformat(slot) if slot else None, refusals=refusals)
     enqueue_callbacks(report.callbacks)
     if report.outcome is sending.Outcome.SKIPPED:
+        return
+    if report.outcome is sending.Outcome.BUSY:
+        # Not logged one by one: a hung gateway's backlog comes back here often.
+        _publish_send(contact_id, report.slot, delay=report.delay, refusals=report.refusals)
         return
     log.info("send", contact_id=contact_id, queue_id=report.queue_id, outcome=report.outcome.value, reason=report.reason)
     if report.outcome is sending.Outcome.RETRY:
@@ -173,12 +178,14 @@ def _skips_database_outages(fn):
     return wrapper
 
 
-def _publish_send(contact_id: int, slot: datetime | None, *, delay: float | None = None) -> None:
+def _publish_send(contact_id: int, slot: datetime | None, *, delay: float | None = None, refusals: int = 0) -> None:
     """Publish send_contact for a booked slot, delayed until the slot (computed
     now, not when the batch was planned)."""
     if delay is None:
         delay = max(0.0, (slot - utcnow()).total_seconds()) if slot else 0.0
     args = (contact_id, slot.isoformat()) if slot else (contact_id,)
+    if refusals:
+        args = (contact_id, slot.isoformat() if slot else None, refusals)
     send_contact.send_with_options(args=args, delay=int(delay * 1000) or None)
 
 
@@ -204,29 +211,60 @@ def check_instance(instance_id: int) -> None:
     instance = Instance.get_or_none(Instance.id == instance_id)
     if instance is None or not instance.is_active:
         return
-    for queue_id in health.check(instance):
+    # A tenant's hung gateway holds at most its bound of threads with its
+    # checks; the scheduler asks again at the next interval.
+    with fairness.health_checks.held(instance.tenant_id) as admitted:
+        if not admitted:
+            log.info("health check skipped: the tenant's checks are at their bound", instance_id=instance_id)
+            return
+        queue_ids = health.check(instance)
+    for queue_id in queue_ids:
         dispatch.send(queue_id)
 
 
 @actor(queue_name=CALLBACKS_QUEUE, retry_when=_retry_when, min_backoff=1_000, max_backoff=60_000, time_limit=60_000)
 @_waits_out_database_outages
-def deliver_callback(delivery_id: str) -> None:
-    """POST one signed event to the caller; schedule the next try if it failed."""
-    report = callbacks.deliver(delivery_id)
+def deliver_callback(delivery_id: str, refusals: int = 0) -> None:
+    """POST one signed event to the caller; schedule the next try if it failed.
+
+    Parameters:
+      delivery_id: the delivery.
+      refusals: how often its tenant's bound refused this message (billing.fairness).
+    """
+    tenant_id = CallbackDelivery.select(CallbackDelivery.tenant).where(CallbackDelivery.id == delivery_id).scalar()
+    with fairness.callbacks.held(tenant_id) as admitted:
+        if not admitted:  # a slow receiver of this tenant holds its bound: nothing claimed yet, come back later
+            refusal = fairness.callbacks.refusal(tenant_id, refusals=refusals)
+            deliver_callback.send_with_options(args=(delivery_id, refusal.refusals),
+                                               delay=int(refusal.delay * 1000))
+            return
+        report = callbacks.deliver(delivery_id)
     if report.retry_in is not None:
         deliver_callback.send_with_options(args=(delivery_id,), delay=int(report.retry_in * 1000))
 
 
 @actor(queue_name=SEND_QUEUE, retry_when=_retry_when, min_backoff=5_000, max_backoff=60_000)
 @_waits_out_database_outages
-def auto_reply(inbound_id: int) -> None:
-    """Answer a customer's payment question with their PIX code or link."""
-    try:
-        inbound.send_auto_reply(inbound_id)
-    except GatewayError as exc:
-        if exc.transient:
-            raise RetryLater(exc.reason) from None
-        log.warning("auto-reply failed", inbound_id=inbound_id, reason=exc.reason)
+def auto_reply(inbound_id: int, refusals: int = 0) -> None:
+    """Answer a customer's payment question with their PIX code or link.
+
+    Parameters:
+      inbound_id: the customer's message.
+      refusals: how often its tenant's bound refused this message (billing.fairness).
+    """
+    tenant_id = InboundMessage.select(InboundMessage.tenant).where(InboundMessage.id == inbound_id).scalar()
+    with fairness.sends.held(tenant_id) as admitted:
+        if not admitted:  # the tenant's sends are at their bound: nothing claimed yet, come back later
+            refusal = fairness.sends.refusal(tenant_id, refusals=refusals)
+            auto_reply.send_with_options(args=(inbound_id, refusal.refusals),
+                                         delay=int(refusal.delay * 1000))
+            return
+        try:
+            inbound.send_auto_reply(inbound_id)
+        except GatewayError as exc:
+            if exc.transient:
+                raise RetryLater(exc.reason) from None
+            log.warning("auto-reply failed", inbound_id=inbound_id, reason=exc.reason)
 
 
 def enqueue_auto_replies(inbound_ids) -> None:

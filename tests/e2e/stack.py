@@ -16,6 +16,7 @@ on the same vhost take turns (:func:`hold_broker`, held from the purge before
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import requests
 
+from tests.conftest import postgres_database
 from tests.waiting import wait_until  # noqa: F401 - the e2e tests import it from here
 
 BIN = Path(sys.executable).parent
@@ -469,3 +471,33 @@ class Stack:
 
         return wait_until(reached, timeout=timeout, interval=0.3,
                           message=lambda: f"queue still {last.get('status')}: {last}\n{self.logs()}")
+
+
+def stop_group(process: subprocess.Popen, *, timeout: float = 20) -> None:
+    """SIGTERM to the process group a test started (``start_new_session``),
+    SIGKILL if it lingers past ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def running_stack(workdir: Path, rabbitmq_url: str, *, worker_processes: int = 2, worker_threads: int = 4, **env):
+    """A started production stack on a fresh database; every process stopped
+    and the database dropped at the end. Upper-case keywords are environment
+    variables of every process."""
+    with postgres_database() as database_url:
+        wait_for_idle_broker(rabbitmq_url)  # our turn on the vhost: another run would take our messages
+        purge_rabbitmq(rabbitmq_url)  # no message of an earlier run may reach this database
+        stack = Stack(kind="production", env={"DATABASE_URL": database_url, "BROKER_URL": rabbitmq_url},
+                      workdir=workdir, worker_processes=worker_processes, worker_threads=worker_threads, extra_env=env)
+        try:
+            stack.start()
+            yield stack
+        finally:
+            stack.stop()

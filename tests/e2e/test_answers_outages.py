@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 
 import pytest
@@ -21,7 +19,7 @@ import requests
 
 from billing.errors import DATABASE_RETRY_AFTER_SECONDS
 from tests.conftest import postgres_database
-from tests.e2e.stack import BIN, STARTUP_TIMEOUT, Stack, free_port, purge_rabbitmq, wait_until
+from tests.e2e.stack import BIN, STARTUP_TIMEOUT, Stack, free_port, purge_rabbitmq, stop_group, wait_until
 
 #: How long the campaign may take to go out once the broker is back: the
 #: scheduler's recovery interval in these tests (2 s), a dispatch, 3 sends.
@@ -56,12 +54,7 @@ def gunicorn(stack: Stack, *, name: str = "web"):
         wait_until(alive, timeout=STARTUP_TIMEOUT, message=lambda: f"gunicorn did not answer:\n{stack.log(name)}")
         yield base
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
         log.close()
 
 

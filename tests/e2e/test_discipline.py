@@ -27,8 +27,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.conftest import postgres_database
-from tests.e2e.stack import Stack, purge_rabbitmq, wait_for_idle_broker, wait_until
+from tests.e2e.stack import Stack, purge_rabbitmq, running_stack, wait_until
 from tests.factories import phones
 from tests.fakes import digits
 from tests.fakes.evolution import FakeEvolution
@@ -59,23 +58,6 @@ _external_ids = itertools.count()
 
 
 # --- set-up -----------------------------------------------------------------
-
-@contextlib.contextmanager
-def running_stack(workdir: Path, rabbitmq_url: str, *, worker_processes: int = 2, worker_threads: int = 4, **env):
-    """A started production stack on a fresh database; every process stopped
-    and the database dropped at the end. Upper-case keywords are environment
-    variables of every process."""
-    with postgres_database() as database_url:
-        wait_for_idle_broker(rabbitmq_url)  # our turn on the vhost: another run would take our messages
-        purge_rabbitmq(rabbitmq_url)  # no message of an earlier run may reach this database
-        stack = Stack(kind="production", env={"DATABASE_URL": database_url, "BROKER_URL": rabbitmq_url},
-                      workdir=workdir, worker_processes=worker_processes, worker_threads=worker_threads, extra_env=env)
-        try:
-            stack.start()
-            yield stack
-        finally:
-            stack.stop()
-
 
 @pytest.fixture
 def production(tmp_path: Path, rabbitmq_url: str):

@@ -25,7 +25,7 @@ def actors(sqlite_db, monkeypatch):
 
 
 def test_a_transient_gateway_failure_is_a_dramatiq_retry(actors, monkeypatch):
-    monkeypatch.setattr(sending, "send_one", lambda contact_id, slot=None: sending.SendReport(
+    monkeypatch.setattr(sending, "send_one", lambda contact_id, slot=None, refusals=0: sending.SendReport(
         sending.Outcome.RETRY, contact_id, "q", "gateway answered 503"))
     with pytest.raises(dramatiq.Retry) as raised:
         actors.send_contact.fn(7)
