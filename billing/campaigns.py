@@ -25,7 +25,7 @@ from billing.domain.money import InvalidAmount, format_brl
 from billing.domain.phones import InvalidPhone, normalize_phone
 from billing.domain.rotation import VariationPicker
 from billing.domain.states import ContactStatus
-from billing.domain.templating import MissingVariable, compile_template, sanitize_value
+from billing.domain.templating import MessageTooLong, MissingVariable, compile_template, sanitize_value
 from billing.errors import DuplicateCampaign, InvalidRequest, PayloadTooLarge
 from billing.inbound import OPTED_OUT_REASON, opted_out_phones
 from billing.schemas import SendRequest, parse
@@ -115,16 +115,27 @@ class _Renderer:
         self.picker = VariationPicker(variations, strategy=strategy)
 
     def render(self, values: dict) -> tuple[Variation, str]:
+        """The chosen variation and its message.
+
+        Raises:
+          MissingVariable: no variation can render without a missing variable.
+          MessageTooLong: the chosen variation's message would pass
+            MAX_MESSAGE_LENGTH (the contact is rejected; no other is tried:
+            the values, not the wording, are at fault).
+        """
         chosen = self.picker.pick()
         try:
             return chosen, self.compiled[chosen.id].render(values)
+        except MessageTooLong:
+            self.picker.usage[chosen.id] -= 1
+            raise
         except MissingVariable as first_missing:
             for other in self.variations:
                 if other.id == chosen.id:
                     continue
                 try:
                     message = self.compiled[other.id].render(values)
-                except MissingVariable:
+                except (MissingVariable, MessageTooLong):
                     continue
                 self.picker.usage[chosen.id] -= 1
                 self.picker.usage[other.id] = self.picker.usage.get(other.id, 0) + 1
@@ -155,13 +166,16 @@ def create_campaign(
       DuplicateCampaign: the external_id exists; nothing was created.
     """
     check_type(template_type)
+    if isinstance(request, dict) and isinstance(request.get("contacts"), list):
+        # Counted before any contact is validated: the work spent on a refusal
+        # stays bounded by the limit, not by the size of the batch.
+        _check_count(len(request["contacts"]), max_contacts=max_contacts)
     body = parse(SendRequest, request)
     if body.template_type and body.template_type != template_type:
         raise InvalidRequest(
             f"template_type '{body.template_type}' does not match the endpoint's '{template_type}'"
         )
-    if max_contacts is not None and len(body.contacts) > max_contacts:
-        raise PayloadTooLarge(f"at most {max_contacts} contacts per request, got {len(body.contacts)}")
+    _check_count(len(body.contacts), max_contacts=max_contacts)
     _raise_if_duplicate(tenant, body.external_id)
     template = active_template(tenant.id, template_type)
     variations = active_variations(template) if template else []
@@ -213,6 +227,16 @@ def create_campaign(
         rejected=rejected,
         estimated_duration_minutes=estimate_minutes(tenant, template_type, contacts=accepted, now=now),
     )
+
+
+def _check_count(count: int, *, max_contacts: int | None) -> None:
+    """Refuse a batch of more than ``max_contacts`` contacts (None: no limit).
+
+    Raises:
+      PayloadTooLarge: the batch is larger.
+    """
+    if max_contacts is not None and count > max_contacts:
+        raise PayloadTooLarge(f"at most {max_contacts} contacts per request, got {count}")
 
 
 def estimate_minutes(tenant: Tenant, template_type: str, *, contacts: int, now: datetime) -> int | None:
@@ -279,8 +303,9 @@ def _render_contacts(body: SendRequest, *, template_type: str, renderer: _Render
     rejected when it lacks a variable its message type requires, whatever the
     template prints, when it contradicts its type's due-date rule (an
     ``overdue`` reminder for a bill not yet past due, an ``upcoming`` one for
-    a bill already past due, ``today`` being the tenant's date) or when an
-    amount is negative or not a finite number."""
+    a bill already past due, ``today`` being the tenant's date), when an
+    amount is negative or not a finite number, or when its message would be
+    longer than MAX_MESSAGE_LENGTH (billing/domain/templating.py)."""
     declared = message_types.get(template_type)
     rows: list[tuple] = []
     rejected: list[Rejection] = []
@@ -306,7 +331,7 @@ def _render_contacts(body: SendRequest, *, template_type: str, renderer: _Render
                 if problem:
                     raise _Reject(problem)
             variation, message = renderer.render(values)
-        except (InvalidPhone, InvalidDate, InvalidAmount, MissingVariable, _Reject) as exc:
+        except (InvalidPhone, InvalidDate, InvalidAmount, MissingVariable, MessageTooLong, _Reject) as exc:
             reason = f"missing variable '{exc.name}'" if isinstance(exc, MissingVariable) else str(exc)
             rejected.append(Rejection(index=index, telefone=raw_phone, reason=reason))
             rows.append((index, name, raw_phone, data, "", None, ContactStatus.REJECTED, reason, now))

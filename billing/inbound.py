@@ -59,6 +59,14 @@ ACK_MOVES = {
 #: The contact's reason when the gateway reports a delivery error.
 DELIVERY_ERROR_REASON = "the gateway reported a delivery error"
 
+#: The ids of a customer's message and the columns that store them (an id
+#: longer than its column drops the message, see _fits).
+INBOUND_ID_COLUMNS = {
+    "provider_message_id": InboundMessage.provider_message_id,
+    "chat_id": InboundMessage.chat_id,
+    "phone": InboundMessage.phone,
+}
+
 
 @dataclass
 class Handled:
@@ -87,10 +95,25 @@ def handle(instance: Instance, events: list, *, now: datetime | None = None) -> 
         elif isinstance(event, ConnectionEvent):
             handled.resumed_queues += health.record_state(instance.id, event.state, reason=event.reason, now=now)
         elif isinstance(event, InboundEvent):
+            if not _fits(event):
+                continue
             deliveries, answer = record_reply(instance, event, now=now)
             handled.callbacks += deliveries
             handled.auto_replies += [answer] if answer else []
     return handled
+
+
+def _fits(event: InboundEvent) -> bool:
+    """Whether a customer's message has ids that fit their columns. One that
+    does not (a message id of thousands of characters) is no WhatsApp
+    message: it is dropped with a warning line, not cut, since a cut id could
+    match another message's."""
+    too_long = [
+        name for name, column in INBOUND_ID_COLUMNS.items() if len(getattr(event, name) or "") > column.max_length
+    ]
+    if too_long:
+        log.warning("inbound message dropped: ids longer than their columns", fields=too_long)
+    return not too_long
 
 
 def apply_ack(instance: Instance, event: AckEvent, *, now: datetime) -> list[str]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, jsonify, request
 
 from billing import campaigns, contacts, queues
-from billing.apikeys import check_type_allowed
+from billing.apikeys import check_type_allowed, scoped_duplicate
 from billing.domain import message_types
-from billing.errors import InvalidRequest, NotFound
+from billing.errors import DuplicateCampaign, InvalidRequest, NotFound
 from billing.schemas import ControlRequest, SendRequest, parse
 from web.auth import api_key_required
+from web.bodies import json_body
 from web.openapi import operation
 from web.responses import (
     CampaignPath,
@@ -27,11 +28,6 @@ bp = Blueprint("billing_api", __name__)
 PREFIXES = ("/api/v1/billing", "/api/billing/v1/billing")
 
 
-def json_body() -> dict:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise InvalidRequest("the body must be JSON (Content-Type: application/json)")
-    return body
 
 
 @bp.post("/send/<template_type>")
@@ -40,7 +36,8 @@ def json_body() -> dict:
            description="One path for every message type. A body that does not validate is refused whole (422, "
            "every problem in errors); a contact whose data is unusable (invalid phone, duplicate phone, missing "
            "template variable) is rejected alone and listed in rejected; the others are queued. An external_id "
-           "already used answers 409 with the existing campaign's ids.")
+           "already used answers 409 with the existing campaign's ids (without them when that campaign's type is "
+           "outside the key's scope).")
 @api_key_required
 def send(template_type: str):
     """One code path for every declared message type (send/overdue, send/upcoming, send/notification...)."""
@@ -49,12 +46,15 @@ def send(template_type: str):
     except InvalidRequest as exc:
         raise NotFound(str(exc)) from None  # the URL names no resource
     check_type_allowed(g.api_key, template_type)
-    created = campaigns.create_campaign(
-        g.tenant,
-        template_type=template_type,
-        request=json_body(),
-        max_contacts=current_app.config["SETTINGS"].max_contacts_per_request,
-    )
+    try:
+        created = campaigns.create_campaign(
+            g.tenant,
+            template_type=template_type,
+            request=json_body(),
+            max_contacts=current_app.config["SETTINGS"].max_contacts_per_request,
+        )
+    except DuplicateCampaign as exc:
+        raise scoped_duplicate(exc, scope=_scope()) from None
     current_app.config["JOBS"].start_queue(created.queue_id)
     rejected = created.rejected
     return jsonify(
@@ -73,7 +73,7 @@ def send(template_type: str):
 @operation(summary="A queue's progress", tags=("billing",), path=QueuePath, response=QueueStatus, errors=(404,))
 @api_key_required
 def queue_status(queue_id: str):
-    queue = queues.get_queue(queue_id, tenant_id=g.tenant.id)
+    queue = queues.get_queue(queue_id, tenant_id=g.tenant.id, types=_scope())
     return jsonify(success=True, **queues.queue_status(queue))
 
 
@@ -82,7 +82,7 @@ def queue_status(queue_id: str):
            response=ControlResponse, errors=(404, 409, 413, 422))
 @api_key_required
 def queue_control(queue_id: str):
-    queue = queues.get_queue(queue_id, tenant_id=g.tenant.id)
+    queue = queues.get_queue(queue_id, tenant_id=g.tenant.id, types=_scope())
     body = parse(ControlRequest, json_body())
     if body.action == "pause":
         changed = queues.pause(queue, reason=body.reason or "")
@@ -92,8 +92,15 @@ def queue_control(queue_id: str):
             current_app.config["JOBS"].start_queue(str(queue.id))
     else:
         changed = queues.cancel(queue)
-    status = queues.queue_status(queues.get_queue(queue_id, tenant_id=g.tenant.id))
+    status = queues.queue_status(queues.get_queue(queue_id, tenant_id=g.tenant.id, types=_scope()))
     return jsonify(success=True, action=body.action, changed=changed, message=_control_message(body.action, changed), **status)
+
+
+def _scope() -> list[str] | None:
+    """The message types the caller's key may see and control (None: every
+    type, those declared later included): another type's queue or campaign
+    is not found, as if it did not exist."""
+    return g.api_key.message_types
 
 
 def _control_message(action: str, changed: bool) -> str:
@@ -113,5 +120,6 @@ def campaign_contacts(campaign_id: str):
         page=request.args.get("page", "1"),
         page_size=request.args.get("page_size", str(contacts.DEFAULT_PAGE_SIZE)),
         status=request.args.get("status") or None,
+        types=_scope(),
     )
     return jsonify(success=True, **page)

@@ -33,6 +33,7 @@ from werkzeug.routing.converters import (
 )
 
 from billing.adapters.providers import PROVIDERS
+from billing.bodies import MAX_JSON_DEPTH
 from web.idempotency import IN_FLIGHT_TIMEOUT
 
 #: Attribute under which :func:`operation` stores a view's description.
@@ -59,14 +60,18 @@ AUTH_KINDS = {
 #: Errors any operation of an auth kind may answer, added to its own ``errors``.
 AUTH_ERRORS = {
     "api_key": (401, 403, 429),
-    "admin": (401,),
-    "webhook": (),
+    "admin": (401, 429),
+    "webhook": (429,),
     "none": (),
 }
 
 #: Errors of every operation that reads the database (every auth kind but
 #: ``none`` does, to authenticate): unreachable, or a schema not upgraded.
 DATABASE_ERRORS = (503,)
+
+#: Errors of every operation: a path or a header holding a NUL character
+#: (web/bodies.py refuse_nul), refused before anything else.
+REQUEST_ERRORS = (400,)
 
 #: The header every authenticated POST of the ERP API takes (web/idempotency.py).
 IDEMPOTENCY_HEADER = {
@@ -87,19 +92,23 @@ SECURITY_SCHEMES = {
         "in": "header",
         "name": "X-Billing-API-Key",
         "description": "The tenant's API key (`bk_...`). Every query is scoped to the key's tenant; requests are "
-        "counted per key and hour (429 with Retry-After past the limit).",
+        "counted per key and hour (429 with Retry-After past the limit). Repeated failed authentications from one "
+        "address answer 429 with Retry-After, a correct key included, until their window ends.",
     },
     "AdminBearer": {
         "type": "http",
         "scheme": "bearer",
         "description": "`Authorization: Bearer <token>`: a tenant's admin token, or the operator's token "
-        "(BILLING_ADMIN_TOKEN) together with `X-Billing-Tenant: <tenant name>` for the routes that act on one tenant.",
+        "(BILLING_ADMIN_TOKEN) together with `X-Billing-Tenant: <tenant name>` for the routes that act on one tenant. "
+        "Repeated failed authentications from one address answer 429 with Retry-After, a correct token included, "
+        "until their window ends.",
     },
 }
 
 #: What each error status means in this API (the Error body says the details).
 ERROR_MEANINGS = {
-    400: "The request is malformed.",
+    400: "The request is malformed: its body is not JSON (not UTF-8, not JSON, or nested deeper than "
+    f"{MAX_JSON_DEPTH} levels), or its path or a header holds a NUL character.",
     401: "Missing, invalid, expired or revoked credentials.",
     403: "The credentials may not do this (template type not allowed, address not allowed, operator only).",
     404: "No such resource for this caller (another tenant's resources are not found either).",
@@ -109,7 +118,7 @@ ERROR_MEANINGS = {
     413: "The body or the number of contacts is above the limit.",
     415: "Unsupported media type.",
     422: "The body or a parameter does not validate; `errors` lists each problem.",
-    429: "A rate limit was reached; Retry-After says when to retry.",
+    429: "A rate limit was reached, or this address failed to authenticate too often; Retry-After says when to retry.",
     503: "The database is unreachable or its schema is not upgraded (`billing db upgrade`); Retry-After says when "
     "to retry. Work already saved is never answered with an error: a broker that is down does not fail a request.",
 }
@@ -131,7 +140,9 @@ DESCRIPTION = """Billing reminders over WhatsApp for Brazilian businesses: paced
 * **Authentication**: the ERP API takes the tenant's key in `X-Billing-API-Key`; the admin API takes
   `Authorization: Bearer <token>`; gateways' webhooks ({gateways}) are authenticated by the instance's secret
   in their URL, and by a signature of the body where the gateway sends one.
-* **Errors** are always JSON: `{"success": false, "message": "...", "errors": [...]}`.
+* **Errors** are always JSON: `{"success": false, "message": "...", "errors": [...]}`. A body that is not JSON
+  is a 400; one that does not validate (text holding NUL characters or lone surrogates, numbers out of range
+  included) is a 422 naming each field.
 * **Legacy prefix**: every `/api/v1/billing/...` route also answers on `/api/billing/v1/billing/...` (the seed's
   prefix); each operation lists its aliases in `x-aliases`.
 """
@@ -337,11 +348,11 @@ class _Builder:
                 "description": "Success: a JSON object with `success: true`.",
                 "content": {JSON: {"schema": {"type": "object", "properties": {"success": {"const": True}}}}},
             }
-        codes = set(spec["errors"]) | set(AUTH_ERRORS[spec["auth"]])
+        codes = set(spec["errors"]) | set(AUTH_ERRORS[spec["auth"]]) | set(REQUEST_ERRORS)
         if spec["auth"] != "none":
             codes |= set(DATABASE_ERRORS)
         if has_body:
-            codes |= {413, 422} if spec["auth"] != "webhook" else {413}
+            codes |= {400, 413, 422} if spec["auth"] != "webhook" else {400, 413}
         if spec["auth"] == "api_key" and method == "post":
             codes |= {409, 422}  # Idempotency-Key: still running, or reused with another request
         if codes:

@@ -125,10 +125,11 @@ def test_another_tenants_ids_are_not_found(api):
 @pytest.mark.parametrize(
     "data, content_type, status, fragment",
     [
-        ("{not json", "application/json", 422, "JSON"),
+        # Not JSON at all is a 400; JSON that does not validate stays a 422.
+        ("{not json", "application/json", 400, "JSON"),
         ("[1, 2]", "application/json", 422, "JSON object"),
         ('{"external_id": "x"}', "application/json", 422, "contacts"),
-        ("external_id=x", "application/x-www-form-urlencoded", 422, "JSON"),
+        ("external_id=x", "application/x-www-form-urlencoded", 400, "JSON"),
     ],
 )
 def test_bad_bodies_get_json_errors(api, data, content_type, status, fragment):

@@ -4,6 +4,9 @@ take) for every documented operation, and sends them in-process to the app on
 a SQLite database with a real tenant and valid credentials, so they pass
 authentication and reach validation and the handlers.
 
+Admin operations are sent alternately with the tenant admin's token and with
+the operator's token plus X-Billing-Tenant, so both reach every admin route.
+
 For every answer: no 5xx; an error is JSON ``{success: false, message}``; the
 status is one the document lists and the body matches the documented schema.
 How many requests the fuzzer sends is checked (>= 1,000) by a test of its own,
@@ -28,6 +31,7 @@ import logging
 import math
 import os
 import re
+import time
 import zlib
 from collections import Counter
 
@@ -49,7 +53,7 @@ from schemathesis.specs.openapi.checks import (
 from billing import apikeys, tenants
 from billing.adapters import db as billing_db
 from billing.adapters import migrations
-from billing.adapters.models import ApiKey, Tenant
+from billing.adapters.models import AdminToken, ApiKey, Tenant
 from billing.config import Settings
 from tests.factories import RecordedJobs, contact, make_tenant, phones
 from web import create_app, openapi
@@ -63,7 +67,10 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 def _settings(url: str) -> Settings:
-    wanted = {"database_url": url, "max_contacts_per_request": 20, "admin_token": OPERATOR_TOKEN}
+    # Failed authentications are not throttled here: generated credentials
+    # would otherwise turn most requests into 429s after the first 20.
+    wanted = {"database_url": url, "max_contacts_per_request": 20, "admin_token": OPERATOR_TOKEN,
+              "failed_auth_limit": 0}
     names = {f.name for f in dataclasses.fields(Settings)}
     return Settings(**{k: v for k, v in wanted.items() if k in names})
 
@@ -155,6 +162,7 @@ def _restore(env: Env) -> None:
     tenant = Tenant.get_or_none(Tenant.name == env.tenant_name)
     if tenant is not None:
         _lift_limits(tenant)
+        AdminToken.update(revoked_at=None).where(AdminToken.tenant == tenant.id).execute()  # DELETE /admin-tokens/<id>
 
 
 # --- building the requests --------------------------------------------------------
@@ -172,14 +180,22 @@ def _operation(method: str, path: str) -> dict:
     return item.get(method.lower()) or next(iter(item.values()))
 
 
-def _credentials(op: dict, env: Env) -> dict:
-    """The headers that authenticate an operation, from its security schemes."""
+def _credentials(op: dict, env: Env, *, as_operator: bool = False) -> dict:
+    """The headers that authenticate an operation, from its security schemes.
+
+    Parameters:
+      op: the documented operation.
+      env: the tenant and its credentials.
+      as_operator: send an admin operation with the operator's token and
+        X-Billing-Tenant instead of the tenant admin's token (operator-only
+        operations always are).
+    """
     schemes = {name for requirement in op.get("security", []) for name in requirement}
     headers = {}
     if "ApiKey" in schemes:
         headers["X-Billing-API-Key"] = env.api_key
     if "AdminBearer" in schemes:
-        if "operator" in op.get("tags", ()) or env.admin_token == OPERATOR_TOKEN:
+        if as_operator or "operator" in op.get("tags", ()) or env.admin_token == OPERATOR_TOKEN:
             headers["Authorization"] = f"Bearer {OPERATOR_TOKEN}"
             headers["X-Billing-Tenant"] = env.tenant_name
         else:
@@ -209,11 +225,19 @@ def _integer_parameters(op: dict, where: str) -> set:
     return {p["name"] for p in op.get("parameters", ()) if p["in"] == where and "integer" in _types(p["schema"])}
 
 
+#: How many cases of each admin operation were sent: they alternate between
+#: the tenant admin's token and the operator's (with X-Billing-Tenant), so
+#: every admin operation is fuzzed as both with no extra requests.
+_admin_turns: Counter = Counter()
+
+
 def _prepare(case, env: Env) -> dict:
     """Credentials and transport arguments for ``case``; on part of the cases,
     generated ids and phones are swapped for real ones."""
     op = _operation(case.method, case.operation.path)
-    headers = _credentials(op, env)
+    turn = _admin_turns[case.operation.label]
+    _admin_turns[case.operation.label] += 1
+    headers = _credentials(op, env, as_operator=turn % 2 == 1)
     serial = next(_serials)
     kwargs: dict = {}
     params = case.path_parameters or {}
@@ -250,6 +274,7 @@ def _prepare(case, env: Env) -> dict:
             kwargs["data"] = raw
             headers["Content-Type"] = "application/json"
             headers["X-Webhook-Hmac"] = hmac.new(env.waha.webhook_secret.encode(), raw, hashlib.sha512).hexdigest()
+            headers["X-Webhook-Timestamp"] = str(int(time.time() * 1000))
     return {"headers": headers, **kwargs}
 
 
@@ -304,6 +329,9 @@ def test_the_fuzzer_sends_enough_requests():
         print(f"  {count:5d}  {label}")
     assert set(generated) == {f"{method.upper()} {path}" for method, path in OPERATIONS}, "an operation is not fuzzed"
     assert total >= MINIMUM_REQUESTS
+    # Admin operations alternate between the tenant admin's and the operator's token: two cases at least reach both.
+    admin = [f"{m.upper()} {p}" for m, p in OPERATIONS if "AdminBearer" in str(_operation(m, p).get("security"))]
+    assert admin and all(generated[label] >= 2 for label in admin), {label: generated[label] for label in admin}
 
 
 def _case_counter(generated: Counter, label: str):
