@@ -2,11 +2,11 @@
 scoped to that tenant (another tenant's id is simply not found)."""
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from peewee import fn
 
-from billing import apikeys, limits, templates, tenants
+from billing import apikeys, ceilings, limits, templates, tenants
 from billing import campaigns as campaign_rules
 from billing.adapters.db import write_transaction
 from billing.adapters.models import (
@@ -25,6 +25,7 @@ from billing.admin_schemas import (
     MAX_ID,
     ApiKeyCreate,
     CampaignsQuery,
+    CeilingsPatch,
     InstanceCreate,
     InstancePatch,
     PreviewRequest,
@@ -36,7 +37,7 @@ from billing.admin_schemas import (
 from billing.clock import as_utc_iso, utcnow
 from billing.domain.duedates import today_in
 from billing.domain.states import ContactStatus
-from billing.domain.templating import MissingVariable, TemplateSyntaxError, compile_template
+from billing.domain.templating import MessageTooLong, MissingVariable, TemplateSyntaxError, compile_template
 from billing.errors import InvalidRequest, NotFound
 
 #: The usage shown with a key covers this many hours.
@@ -80,7 +81,16 @@ def list_keys(tenant: Tenant) -> list[dict]:
     return [key_view(k) for k in ApiKey.select().where(ApiKey.tenant == tenant.id).order_by(ApiKey.id)]
 
 
-def create_key(tenant: Tenant, body: ApiKeyCreate) -> dict:
+def create_key(tenant: Tenant, body: ApiKeyCreate, *, operator: bool = False) -> dict:
+    """Issue a key; a tenant admin's hourly limit stays within the operator's ceiling.
+
+    Parameters:
+      tenant: the owner.
+      body: the request.
+      operator: the operator asks (not bound by the ceilings).
+    """
+    if not operator:
+        ceilings.check_within(tenant, ceilings.KEY_HOURLY_LIMIT, body.hourly_limit or None)
     expires = body.expires_at
     if expires is not None and expires.tzinfo is not None:
         try:
@@ -175,7 +185,7 @@ def preview(tenant: Tenant, body: PreviewRequest) -> dict:
     for variation_id, text in texts:
         try:
             item = {"variation_id": variation_id, "text": compile_template(text).render(values), "error": None}
-        except TemplateSyntaxError as exc:
+        except (TemplateSyntaxError, MessageTooLong) as exc:  # a preview is bounded as a send is
             raise InvalidRequest(str(exc)) from None
         except MissingVariable as exc:
             item = {"variation_id": variation_id, "text": None, "error": f"missing variable '{exc.name}'"}
@@ -253,7 +263,7 @@ def list_campaigns(tenant: Tenant, query: CampaignsQuery) -> dict:
     if query.created_from:
         where &= Campaign.created_at >= datetime.combine(query.created_from, datetime.min.time())
     if query.created_to:
-        where &= Campaign.created_at < datetime.combine(query.created_to + timedelta(days=1), datetime.min.time())
+        where &= Campaign.created_at < _day_after(query.created_to)
     base = Campaign.select(Campaign, Queue).join(Queue, on=(Queue.campaign == Campaign.id)).where(where)
     total = base.count()
     rows = base.order_by(Campaign.created_at.desc()).paginate(query.page, query.page_size)
@@ -290,11 +300,30 @@ def settings_view(tenant: Tenant) -> dict:
         "api_hourly_limit": tenant.api_hourly_limit,
         "daily_message_limit": tenant.daily_message_limit,
         "callback_secret": tenant.callback_secret,
+        # Set by the operator: the highest value of each limit this tenant's admins may set.
+        "ceilings": ceilings.ceilings_of(tenant),
     }
 
 
-def update_settings(tenant: Tenant, body: SettingsPatch) -> dict:
-    return settings_view(tenants.update_tenant(tenant, **body.model_dump(exclude_none=True)))
+def update_settings(tenant: Tenant, body: SettingsPatch, *, operator: bool = False) -> dict:
+    """Change the tenant's settings.
+
+    Parameters:
+      tenant: the tenant.
+      body: the changes.
+      operator: the operator asks: operator-only switches and values above
+        the ceilings are allowed; a tenant admin gets 403 for them.
+    """
+    changes = body.model_dump(exclude_none=True)
+    if not operator:
+        ceilings.check_tenant_admin_settings(tenant, changes)
+    return settings_view(tenants.update_tenant(tenant, **changes))
+
+
+def update_ceilings(tenant: Tenant, body: CeilingsPatch) -> dict:
+    """The operator sets the tenant's ceilings (null: back to the default)."""
+    ceilings.set_ceilings(tenant, body.model_dump(exclude_unset=True))
+    return settings_view(Tenant.get_by_id(tenant.id))
 
 
 def rotate_secret(tenant: Tenant) -> dict:
@@ -304,17 +333,29 @@ def rotate_secret(tenant: Tenant) -> dict:
 
 # --- stats ------------------------------------------------------------------------------
 
+def _day_after(day: date) -> datetime:
+    """The first moment after ``day`` (naive UTC), the end of a date filter;
+    after the last day a date holds (9999-12-31), the last moment there is.
+
+    Parameters:
+      day: the filter's last day, included.
+    """
+    if day >= date.max:
+        return datetime.max
+    return datetime.combine(day + timedelta(days=1), datetime.min.time())
+
+
 def stats(tenant: Tenant, query: StatsQuery) -> dict:
     """Counts per UTC day and message type: sent, delivered, read, failed,
     replied, opted out."""
     today = utcnow().date()
     last = query.date_to or today
-    first = query.date_from or last - timedelta(days=DEFAULT_STATS_DAYS - 1)
+    first = query.date_from or date.fromordinal(max(1, last.toordinal() - (DEFAULT_STATS_DAYS - 1)))  # not before year 1
     if first > last:
         raise InvalidRequest("'from' is after 'to'")
     if (last - first).days >= MAX_STATS_DAYS:
         raise InvalidRequest(f"at most {MAX_STATS_DAYS} days at once")
-    start, end = datetime.combine(first, datetime.min.time()), datetime.combine(last + timedelta(days=1), datetime.min.time())
+    start, end = datetime.combine(first, datetime.min.time()), _day_after(last)
     table: dict[tuple[str, str], dict] = {}
 
     def add(day, kind: str, metric: str, count: int) -> None:

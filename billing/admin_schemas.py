@@ -20,6 +20,12 @@ MAX_COUNT = 10_000_000
 #: Row ids stop at the database's 64-bit integers.
 MAX_ID = 2**63 - 1
 
+#: What an instance's url may be (the outbound guard checks it; 422 otherwise).
+GATEWAY_URL_DESCRIPTION = (
+    "The gateway's base URL: http:// or https://, a host that resolves to public addresses, or to addresses "
+    "inside the operator's GATEWAY_PRIVATE_NETWORKS (422 otherwise)."
+)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -76,14 +82,14 @@ class _Pace(_Strict):
 class InstanceCreate(_Pace):
     name: StrictStr = Field(min_length=1, max_length=120)
     provider: ProviderName = Field(description="The gateway provider (the registered ones).")
-    url: StrictStr = Field("", max_length=500)
+    url: StrictStr = Field("", max_length=500, description=GATEWAY_URL_DESCRIPTION)
     token: StrictStr = Field("", max_length=500)
     # Declared after provider: its schema is the provider's (unknown keys and out-of-bounds values are refused).
     options: ProviderOptions = Field(default_factory=dict, description="The provider's adapter options.")
 
 
 class InstancePatch(_Pace):
-    url: Optional[StrictStr] = Field(None, max_length=500)
+    url: Optional[StrictStr] = Field(None, max_length=500, description=GATEWAY_URL_DESCRIPTION)
     token: Optional[StrictStr] = Field(None, max_length=500)
     is_active: Optional[StrictBool] = None
     options: Optional[ProviderOptions] = Field(
@@ -103,6 +109,15 @@ class SettingsPatch(_Strict):
     auto_reply: Optional[StrictBool] = None
     api_hourly_limit: Optional[StrictInt] = Field(None, ge=1, le=1_000_000)
     daily_message_limit: Optional[StrictInt] = Field(None, ge=0, le=MAX_COUNT)
+
+
+class CeilingsPatch(_Strict):
+    """The operator's ceilings on a tenant's limits; null: the default ceiling."""
+
+    api_hourly_limit: Optional[StrictInt] = Field(None, ge=1, le=MAX_COUNT, description="Highest default requests per key per hour.")
+    key_hourly_limit: Optional[StrictInt] = Field(None, ge=1, le=MAX_COUNT, description="Highest requests per hour of one key.")
+    daily_message_limit: Optional[StrictInt] = Field(None, ge=1, le=MAX_COUNT, description="Highest contacts accepted per day.")
+    daily_cap: Optional[StrictInt] = Field(None, ge=1, le=MAX_COUNT, description="Highest messages per day across instances.")
 
 
 class TenantCreate(_Strict):

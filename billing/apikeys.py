@@ -13,10 +13,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from billing.adapters.models import AdminToken, ApiKey, Tenant
-from billing.clock import utcnow
+from billing.adapters.models import AdminToken, ApiKey, Campaign, Tenant
+from billing.admin_schemas import MAX_ID
+from billing.clock import as_utc_iso, utcnow
 from billing.domain import message_types
-from billing.errors import Forbidden, InvalidRequest, Unauthorized
+from billing.errors import BillingError, Conflict, DuplicateCampaign, Forbidden, InvalidRequest, NotFound, Unauthorized
 
 #: Every key starts with this, so a leaked one is easy to recognise in scans.
 KEY_MARK = "bk"
@@ -173,3 +174,84 @@ def check_type_allowed(api_key: ApiKey, template_type: str) -> None:
     """Raise Forbidden when ``api_key`` may not send ``template_type``."""
     if template_type not in api_key.allowed_types:
         raise Forbidden(f"this API key may not send '{template_type}' messages")
+
+
+def admin_token_view(token: AdminToken) -> dict:
+    """An admin token as shown: never its secret, only what tells it apart.
+
+    Parameters:
+      token: the row (its tenant loaded).
+    """
+    return {
+        "id": token.id,
+        "tenant": token.tenant.name,
+        "name": token.name,
+        "prefix": f"{ADMIN_MARK}_{token.prefix}",
+        "created_at": as_utc_iso(token.created_at),
+        "last_used_at": as_utc_iso(token.last_used_at),
+        "revoked_at": as_utc_iso(token.revoked_at),
+    }
+
+
+def list_admin_tokens(*, tenant: Tenant | None) -> list[dict]:
+    """The admin tokens of ``tenant`` (None: of every tenant), oldest first.
+
+    Parameters:
+      tenant: whose tokens; None for the operator's view of every tenant.
+    """
+    query = AdminToken.select(AdminToken, Tenant).join(Tenant)
+    if tenant is not None:
+        query = query.where(AdminToken.tenant == tenant.id)
+    return [admin_token_view(t) for t in query.order_by(AdminToken.id)]
+
+
+def find_admin_token(*, token_id: int | None = None, prefix: str | None = None, tenant: Tenant | None) -> AdminToken:
+    """One admin token by id or by prefix (``bat_...`` or its hex part).
+
+    Parameters:
+      token_id: the row id.
+      prefix: or the prefix shown by the list.
+      tenant: the token must be this tenant's (None: any tenant's, the operator).
+
+    Raises:
+      NotFound: no such token (another tenant's included).
+    """
+    if token_id is not None:
+        if not 0 < token_id <= MAX_ID:  # beyond the database's ids: cannot exist
+            raise NotFound("admin token not found")
+        where = AdminToken.id == token_id
+    else:
+        where = AdminToken.prefix == (prefix or "").strip().removeprefix(f"{ADMIN_MARK}_")
+    if tenant is not None:
+        where &= AdminToken.tenant == tenant.id
+    row = AdminToken.select(AdminToken, Tenant).join(Tenant).where(where).first()
+    if row is None:
+        raise NotFound("admin token not found")
+    return row
+
+
+def revoke_admin_token(token: AdminToken) -> dict:
+    """Revoke ``token`` (from its next request on); revoking again changes nothing.
+
+    Parameters:
+      token: the row (from :func:`find_admin_token`).
+    """
+    AdminToken.update(revoked_at=utcnow()).where((AdminToken.id == token.id) & AdminToken.revoked_at.is_null()).execute()
+    return admin_token_view(find_admin_token(token_id=token.id, tenant=None))
+
+
+def scoped_duplicate(error: DuplicateCampaign, *, scope: list[str] | None) -> BillingError:
+    """The 409 a key gets for an external_id already used: with the existing
+    campaign's ids when the key may see it, without them when the campaign is
+    of a type outside the key's scope (the key could not read or control it).
+
+    Parameters:
+      error: the duplicate found.
+      scope: the key's message types (None: every type).
+    """
+    if scope is None:
+        return error
+    kind = Campaign.select(Campaign.type).where(Campaign.id == error.context.get("billing_campaign_id")).scalar()
+    if kind in scope:
+        return error
+    return Conflict(f"{error.message}, in a campaign of a type this API key may not use")

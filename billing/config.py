@@ -7,6 +7,7 @@ This is the only module that reads the environment: the entrypoints call
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,50 @@ def default_database_url(environ: Mapping[str, str] | None = None) -> str:
         directory = os.path.join(data_home, DATA_DIRECTORY_NAME)
     return f"sqlite:///{os.path.join(directory, SQLITE_FILE_NAME)}"
 
+#: Fernet keys of the secrets stored encrypted, comma-separated: the first
+#: encrypts, all decrypt (billing.adapters.encryption).
+ENCRYPTION_KEYS_VARIABLE = "BILLING_ENCRYPTION_KEYS"
+
+
+def default_encryption_keys(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The keys BILLING_ENCRYPTION_KEYS names, first one first (empty: unset;
+    SQLite then keeps a local key file, PostgreSQL refuses to start).
+
+    Parameters:
+      environ: the environment to read (default: the process's).
+    """
+    environ = os.environ if environ is None else environ
+    return tuple(k.strip() for k in environ.get(ENCRYPTION_KEYS_VARIABLE, "").split(",") if k.strip())
+
+
+#: CIDRs of the private networks gateways may be in, comma-separated
+#: (billing.adapters.outbound); every other gateway address must be public.
+GATEWAY_NETWORKS_VARIABLE = "GATEWAY_PRIVATE_NETWORKS"
+
+
+def default_gateway_private_networks(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The networks GATEWAY_PRIVATE_NETWORKS lists, as normalized CIDRs
+    (empty: unset, gateways must be public).
+
+    Parameters:
+      environ: the environment to read (default: the process's).
+
+    Raises:
+      ValueError: an item is not a network, naming it.
+    """
+    environ = os.environ if environ is None else environ
+    networks = []
+    for item in environ.get(GATEWAY_NETWORKS_VARIABLE, "").split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"{GATEWAY_NETWORKS_VARIABLE}: {item.strip()!r} is not a network "
+                             "(write CIDRs such as 10.0.0.0/8,fd00::/8)") from None
+    return tuple(networks)
+
+
 #: Largest number of contacts one send request may carry.
 DEFAULT_MAX_CONTACTS_PER_REQUEST = 10_000
 
@@ -69,6 +114,10 @@ DEFAULT_SEND_RETRY_MAX_BACKOFF_MS = 5 * 60_000
 
 #: A send claimed longer ago than this (seconds) belongs to a dead worker.
 DEFAULT_CLAIM_TIMEOUT_SECONDS = 300
+
+#: Failed authentications one client address may make per window
+#: (billing.limits.FAILED_AUTH_WINDOW) before it is answered 429.
+DEFAULT_FAILED_AUTH_LIMIT = 20
 
 
 #: Worker processes ``billing worker`` runs when neither --processes nor
@@ -133,6 +182,19 @@ class Settings:
       claim_timeout_seconds: age after which a send claim is taken as dead.
       send_retry_min_backoff_ms, send_retry_max_backoff_ms: backoff bounds of
         the broker's quick retries of a failed send.
+      send_tenant_concurrency: sends (and health checks) of one tenant a
+        worker process runs at once (billing.fairness); None: the default
+        (half the worker's threads, below them); 0: no bound.
+      failed_auth_limit: failed authentications (API key, admin token,
+        webhook secret or signature) one client address may make in
+        billing.limits.FAILED_AUTH_WINDOW before every authentication from it
+        answers 429 until the window ends; 0: no limit.
+      gateway_private_networks: CIDRs of the private networks gateways may
+        be in; None (the default, so building Settings reads no environment):
+        :func:`default_gateway_private_networks` when the guard first needs them.
+      encryption_keys: Fernet keys of the secrets stored encrypted, the
+        encrypting one first; None (the default): BILLING_ENCRYPTION_KEYS,
+        read when the process is wired (:meth:`keys`). Kept out of the repr.
     """
 
     database_url: str = field(default_factory=default_database_url)
@@ -155,10 +217,20 @@ class Settings:
     claim_timeout_seconds: int = DEFAULT_CLAIM_TIMEOUT_SECONDS
     send_retry_min_backoff_ms: int = DEFAULT_SEND_RETRY_MIN_BACKOFF_MS
     send_retry_max_backoff_ms: int = DEFAULT_SEND_RETRY_MAX_BACKOFF_MS
+    send_tenant_concurrency: int | None = None
+    failed_auth_limit: int = DEFAULT_FAILED_AUTH_LIMIT
+    encryption_keys: tuple[str, ...] | None = field(default=None, repr=False)
+    gateway_private_networks: tuple[str, ...] | None = None
 
     @property
     def embedded_broker(self) -> bool:
         return not self.broker_url
+
+    def keys(self) -> tuple[str, ...]:
+        """The encryption keys: the given ones, else the environment's (read
+        now, not when the settings were made: a module may build default
+        settings at import without reading the environment)."""
+        return default_encryption_keys() if self.encryption_keys is None else self.encryption_keys
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -201,4 +273,8 @@ class Settings:
             claim_timeout_seconds=number("CLAIM_TIMEOUT_SECONDS", DEFAULT_CLAIM_TIMEOUT_SECONDS),
             send_retry_min_backoff_ms=number("SEND_RETRY_MIN_BACKOFF_MS", DEFAULT_SEND_RETRY_MIN_BACKOFF_MS),
             send_retry_max_backoff_ms=number("SEND_RETRY_MAX_BACKOFF_MS", DEFAULT_SEND_RETRY_MAX_BACKOFF_MS),
+            send_tenant_concurrency=_optional_int("SEND_TENANT_CONCURRENCY", env),
+            failed_auth_limit=number("FAILED_AUTH_LIMIT", DEFAULT_FAILED_AUTH_LIMIT),
+            encryption_keys=default_encryption_keys(env),
+            gateway_private_networks=default_gateway_private_networks(env),
         )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Iterable
 
 from billing.adapters.models import Campaign, Contact, Queue
 from billing.clock import as_utc_iso
@@ -27,12 +28,23 @@ def _positive_int(raw, *, name: str, maximum: int | None = None) -> int:
     return value
 
 
-def get_campaign(campaign_id, *, tenant_id: int) -> Campaign:
+def get_campaign(campaign_id, *, tenant_id: int, types: Iterable[str] | None = None) -> Campaign:
+    """The tenant's campaign, or NotFound (also for another tenant's).
+
+    Parameters:
+      campaign_id: the campaign's id (any text: a malformed one is not found).
+      tenant_id: the caller's tenant.
+      types: the message types the caller may see (an API key's scope); a
+        campaign of another type is not found either. None: every type.
+    """
     try:
         key = uuid.UUID(str(campaign_id))
     except ValueError:
         raise NotFound("campaign not found") from None
-    campaign = Campaign.get_or_none((Campaign.id == key) & (Campaign.tenant == tenant_id))
+    where = (Campaign.id == key) & (Campaign.tenant == tenant_id)
+    if types is not None:
+        where &= Campaign.type.in_(list(types))
+    campaign = Campaign.get_or_none(where)
     if campaign is None:
         raise NotFound("campaign not found")
     return campaign
@@ -58,7 +70,8 @@ def contact_view(contact: Contact) -> dict:
     }
 
 
-def list_contacts(campaign_id, *, tenant_id: int, page=1, page_size=DEFAULT_PAGE_SIZE, status: str | None = None) -> dict:
+def list_contacts(campaign_id, *, tenant_id: int, page=1, page_size=DEFAULT_PAGE_SIZE, status: str | None = None,
+                  types: Iterable[str] | None = None) -> dict:
     """One page of a campaign's contacts, in request order.
 
     Parameters:
@@ -67,8 +80,9 @@ def list_contacts(campaign_id, *, tenant_id: int, page=1, page_size=DEFAULT_PAGE
       page: 1-based page number.
       page_size: contacts per page (at most MAX_PAGE_SIZE).
       status: only contacts in this status.
+      types: the message types the caller may see (see :func:`get_campaign`).
     """
-    campaign = get_campaign(campaign_id, tenant_id=tenant_id)
+    campaign = get_campaign(campaign_id, tenant_id=tenant_id, types=types)
     page = _positive_int(page, name="page", maximum=MAX_PAGE)
     page_size = _positive_int(page_size, name="page_size", maximum=MAX_PAGE_SIZE)
     where = Contact.campaign == campaign.id

@@ -1,5 +1,6 @@
 """Counters in the database, so a limit holds across every web process:
-requests per API key per hour, contacts per tenant per day."""
+requests per API key per hour, contacts per tenant per day, failed
+authentications per client address per five minutes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
@@ -96,3 +97,65 @@ def usage(key: str, *, since: datetime) -> int:
     return RateCounter.select(fn.COALESCE(fn.SUM(RateCounter.count), 0)).where(
         (RateCounter.key == key) & (RateCounter.window_start >= since)
     ).scalar()
+
+
+#: The window failed authentications (a wrong API key, admin token, webhook
+#: secret or signature) are counted in per client address, fixed windows from
+#: the hour. Past the limit (Settings.failed_auth_limit, 20 by default), every
+#: authentication from that address answers 429 until the window ends, a
+#: correct credential included (a guesser cannot tell a hit).
+FAILED_AUTH_WINDOW = timedelta(minutes=5)
+#: Counter keys stay within RateCounter.key's column.
+MAX_ADDRESS_LENGTH = 100
+
+
+def failure_window(now: datetime) -> tuple[datetime, datetime]:
+    """The FAILED_AUTH_WINDOW containing ``now`` (naive UTC bounds)."""
+    step = int(FAILED_AUTH_WINDOW.total_seconds())
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    start = hour + timedelta(seconds=(int((now - hour).total_seconds()) // step) * step)
+    return start, start + FAILED_AUTH_WINDOW
+
+
+def _failure_key(address: str) -> str:
+    return f"authfail:{address[:MAX_ADDRESS_LENGTH]}"
+
+
+def check_failed_auth(address: str, *, limit: int, now: datetime | None = None) -> None:
+    """Refuse an authentication from ``address`` while it is blocked.
+
+    Parameters:
+      address: the client's address (web.auth.client_ip).
+      limit: failed authentications allowed per window; 0: no limit.
+      now: the time (default: now).
+
+    Raises:
+      RateLimited: the address failed ``limit`` times in this window;
+        ``retry_after`` says when the window ends.
+    """
+    if limit <= 0:
+        return
+    now = now or utcnow()
+    start, end = failure_window(now)
+    failures = RateCounter.select(RateCounter.count).where(
+        (RateCounter.key == _failure_key(address)) & (RateCounter.window_start == start)
+    ).scalar() or 0
+    if failures >= limit:
+        raise RateLimited(f"too many failed authentications from this address; retry after {end:%H:%M:%S} UTC",
+                          limit=limit, reset_at=end, now=now)
+
+
+def record_failed_auth(address: str, *, now: datetime | None = None) -> None:
+    """Count one failed authentication from ``address`` (shared by every web process).
+
+    Parameters:
+      address: the client's address.
+      now: the time (default: now).
+    """
+    start, _ = failure_window(now or utcnow())
+    key = _failure_key(address)
+    with write_transaction():
+        RateCounter.insert(key=key, window_start=start, count=0).on_conflict_ignore().execute()
+        RateCounter.update(count=RateCounter.count + 1).where(
+            (RateCounter.key == key) & (RateCounter.window_start == start)
+        ).execute()

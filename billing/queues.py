@@ -6,6 +6,7 @@ queue and status), so no send ever has to update a shared counter row.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from peewee import Expression, fn
@@ -27,9 +28,20 @@ MANUAL_PAUSE = "manual"
 DEFAULT_PAUSE_REASON = "Pausado via API"
 
 
-def get_queue(queue_id, *, tenant_id: int) -> Queue:
-    """The tenant's queue, or NotFound (also for another tenant's queue)."""
-    queue = Queue.get_or_none((Queue.id == _uuid_or_none(queue_id)) & (Queue.tenant == tenant_id))
+def get_queue(queue_id, *, tenant_id: int, types: Iterable[str] | None = None) -> Queue:
+    """The tenant's queue, or NotFound (also for another tenant's queue).
+
+    Parameters:
+      queue_id: the queue's id (any text: a malformed one is not found).
+      tenant_id: the caller's tenant.
+      types: the message types the caller may see (an API key's scope);
+        a queue of another type is not found either, so a key cannot probe
+        or control what it may not send. None: every type.
+    """
+    where = (Queue.id == _uuid_or_none(queue_id)) & (Queue.tenant == tenant_id)
+    if types is not None:
+        where &= Queue.campaign.in_(Campaign.select(Campaign.id).where(Campaign.type.in_(list(types))))
+    queue = Queue.get_or_none(where)
     if queue is None:
         raise NotFound("queue not found")
     return queue

@@ -10,9 +10,11 @@ import peewee
 from billing.adapters.db import write_transaction
 from billing.adapters.models import DEFAULT_TIMEZONE, Instance, Tenant
 from billing.adapters.providers import check_options, provider_of
+from billing.bodies import check_fits
 from billing.domain import signing
 from billing.domain.hours import InvalidSchedule, parse_holidays, parse_hours
 from billing.errors import Conflict, InvalidRequest, NotFound
+from billing.instances import check_gateway_url
 
 #: Highest pace an instance may be given (messages per minute). Far above what
 #: an unofficial gateway survives; it exists to catch typos, and tests use it.
@@ -87,6 +89,7 @@ def create_instance(
         raise InvalidRequest("instance name is empty")
     if declared.needs_url and not url:
         raise InvalidRequest(f"a {provider} instance needs --url")
+    url = check_gateway_url(url) if url else ""  # the outbound guard: where a gateway may be
     options = check_options(provider, options)
     fields = {
         "tenant": tenant, "name": name, "provider": provider, "url": url.rstrip("/"), "token": token, "options": options,
@@ -145,7 +148,8 @@ def update_tenant(tenant: Tenant, **changes) -> Tenant:
             if key == "timezone":
                 fields[key] = check_timezone(value)
             elif key == "business_hours":
-                fields[key] = parse_hours(value).describe()
+                # Its normal form may be longer than what was typed: it must still fit the column.
+                fields[key] = check_fits(parse_hours(value).describe(), limit=Tenant.business_hours.max_length, field=key)
             elif key == "holidays":
                 country, subdivision = parse_holidays(value)
                 fields[key] = "none" if country is None else "-".join(p for p in (country, subdivision) if p)
@@ -203,8 +207,10 @@ def update_instance(instance: Instance, **changes) -> Instance:
             fields[key] = 0.0 if value == 0 else _positive_seconds(value, name="rest seconds")
         elif key in ("rest_every", "daily_cap", "warmup_days"):
             fields[key] = _non_negative_int(value, name=key.replace("_", " "))
-        elif key in ("url", "token"):
-            fields[key] = str(value).rstrip("/") if key == "url" else str(value)
+        elif key == "url":
+            fields[key] = check_gateway_url(str(value)) if value else ""
+        elif key == "token":
+            fields[key] = str(value)
         elif key == "is_active":
             fields[key] = bool(value)
         elif key == "options":

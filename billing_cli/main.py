@@ -218,6 +218,24 @@ def tenant_rotate_secret(name: str) -> None:
     click.echo(tenants.rotate_callback_secret(tenants.get_tenant(name)))
 
 
+@command(tenant, "ceilings")
+@click.argument("name")
+@click.option("--api-hourly-limit", type=click.IntRange(min=0), default=None, help="Highest default requests per key per hour.")
+@click.option("--key-hourly-limit", type=click.IntRange(min=0), default=None, help="Highest requests per hour of one key.")
+@click.option("--daily-message-limit", type=click.IntRange(min=0), default=None, help="Highest contacts accepted per day.")
+@click.option("--daily-cap", type=click.IntRange(min=0), default=None, help="Highest messages per day across instances.")
+def tenant_ceilings(name: str, **given) -> None:
+    """Show or set the highest limits tenant NAME's admins may set (0: back to the default ceiling)."""
+    from billing import ceilings, tenants
+
+    row = tenants.get_tenant(name)
+    changes = {limit: value or None for limit, value in given.items() if value is not None}
+    if changes:
+        row = ceilings.set_ceilings(row, changes)
+    shown = ", ".join(f"{limit} {value if value is not None else 'none'}" for limit, value in ceilings.ceilings_of(row).items())
+    click.echo(f"tenant {row.name} ceilings: {shown}")
+
+
 # --- apikey ---------------------------------------------------------------
 
 @main.group()
@@ -279,6 +297,32 @@ def admin_token_create(tenant_name: str, name: str) -> None:
     _, secret = apikeys.issue_admin_token(tenants.get_tenant(tenant_name), name=name)
     click.echo(f"# admin token for tenant {tenant_name} (Authorization: Bearer ...); it is not shown again:")
     click.echo(secret)
+
+
+@command(admin_token, "list")
+@click.option("--tenant", "tenant_name", default=None, help="Only this tenant's tokens (default: every tenant's).")
+def admin_token_list(tenant_name: str | None) -> None:
+    """List admin tokens (prefix, tenant, name, created, last used, revoked), never their secrets."""
+    from billing import apikeys, tenants
+
+    rows = apikeys.list_admin_tokens(tenant=tenants.get_tenant(tenant_name) if tenant_name else None)
+    for row in rows:
+        click.echo(f"{row['prefix']}  tenant {row['tenant']}  name {row['name'] or '-'}  created {row['created_at']}  "
+                   f"last used {row['last_used_at'] or 'never'}  {'revoked ' + row['revoked_at'] if row['revoked_at'] else 'active'}")
+    if not rows:
+        click.echo("no admin tokens")
+
+
+@command(admin_token, "revoke")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant name.")
+@click.argument("prefix")
+def admin_token_revoke(tenant_name: str, prefix: str) -> None:
+    """Revoke the admin token whose prefix (bat_xxxxxxxxxxxx, from `admin-token list`) is PREFIX."""
+    from billing import apikeys, tenants
+
+    token = apikeys.find_admin_token(prefix=prefix, tenant=tenants.get_tenant(tenant_name))
+    apikeys.revoke_admin_token(token)
+    click.echo(f"revoked {prefix}")
 
 
 # --- template -------------------------------------------------------------
@@ -499,7 +543,8 @@ def callbacks_show(delivery_id) -> None:
     item = callback_log.delivery(delivery_id)
     click.echo(json.dumps({k: v for k, v in item.items() if k != "attempts_log"}, ensure_ascii=False, indent=2))
     for attempt in item["attempts_log"]:
-        click.echo(f"  {attempt['attempted_at']}  {attempt['status_code'] or '-'}  {attempt['duration_ms']} ms  {attempt['error']}")
+        took = "-" if attempt["duration_ms"] is None else f"{attempt['duration_ms']} ms"
+        click.echo(f"  {attempt['attempted_at']}  {attempt['status_code'] or '-'}  {took}  {attempt['error']}")
 
 
 @command(callbacks_group, "retry")
@@ -536,6 +581,32 @@ def outbox(tenant_name, as_json, limit) -> None:
         else:
             text = item['text'].replace(chr(10), chr(10) + '    ')
             click.echo(f"{item['sent_at']}  {item['phone']}  contact {item['contact_id']}\n    {text}")
+
+
+# --- secrets --------------------------------------------------------------
+
+@main.group("secrets")
+def secrets_group() -> None:
+    """The key that encrypts stored secrets (gateway tokens, webhook and callback secrets)."""
+
+
+@secrets_group.command("generate-key")
+def secrets_generate_key() -> None:
+    """Print a new encryption key, for BILLING_ENCRYPTION_KEYS (touches no database)."""
+    from billing.adapters import encryption
+
+    click.echo(encryption.generate_key())
+
+
+@command(secrets_group, "rotate")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, help="Rows per transaction.")
+def secrets_rotate(batch_size: int) -> None:
+    """Re-encrypt every stored secret with the first key of BILLING_ENCRYPTION_KEYS
+    (safe to run again; the other keys may be dropped afterwards)."""
+    from billing import rekey
+
+    for report in rekey.rotate(batch_size=batch_size):
+        click.echo(f"{report.column}: {report.rewritten} re-encrypted, {report.unchanged} already current")
 
 
 # --- processes ------------------------------------------------------------

@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import dramatiq
 import dramatiq.broker
 import peewee
+import structlog
+from dramatiq.middleware import MiddlewareError
 
+from billing import fairness
+from billing.adapters import encryption, outbound
 from billing.adapters.db import connect
 from billing.adapters.db import database as db_proxy
 from billing.config import Settings
@@ -24,6 +28,7 @@ from billing.errors import DatabaseMisconfigured, redact_url
 from billing.logconfig import configure_logging as _configure_logging
 from tasks import actors
 from tasks.broker import build_broker
+from tasks.middleware import WorkerHeartbeat
 from tasks.registry import declared_actors
 
 
@@ -73,16 +78,24 @@ def setup(*, settings: Settings | None = None, configure_logging: bool = True) -
     Raises:
       DatabaseMisconfigured: DATABASE_URL cannot be read, or its SQLite
         directory cannot be created.
+      EncryptionMisconfigured: BILLING_ENCRYPTION_KEYS is malformed, or unset
+        with PostgreSQL (billing.adapters.encryption).
     """
     global _current
     settings = settings or Settings.from_env()
     with _lock:
         if configure_logging:
             _configure_logging(log_format=settings.log_format, level=settings.log_level)
+        outbound.configure(gateway_private_networks=settings.gateway_private_networks)
         if _current is not None and _current.settings == settings and _still_wired(_current):
+            encryption.configure(keys=settings.keys(), database_url=settings.database_url)  # a test may have swapped them
             return _current
         database = _connect(settings.database_url)
+        # After DATABASE_URL is known to be usable, before the broker: PostgreSQL without keys refuses here.
+        encryption.configure(keys=settings.keys(), database_url=settings.database_url)
         broker = build_broker(settings)
+        # Before the heartbeat: a refused bound stops the boot before the process registers.
+        broker.add_middleware(TenantBound(settings.send_tenant_concurrency), before=WorkerHeartbeat)
         for declared in declared_actors():
             # What dramatiq.actor(broker=...) does at declaration, on the real
             # broker: the actor sends there, and a worker there runs it.
@@ -94,6 +107,40 @@ def setup(*, settings: Settings | None = None, configure_logging: bool = True) -
             _current.broker.close()
         _current = Wiring(settings=settings, broker=broker, database=database, jobs=actors.jobs)
         return _current
+
+
+class TenantBoundMisconfigured(MiddlewareError, ValueError):
+    """SEND_TENANT_CONCURRENCY does not fit the worker: Dramatiq lets a
+    MiddlewareError stop the worker's start (it logs and ignores others), and
+    the CLI prints a ValueError as one line."""
+
+
+class TenantBound(dramatiq.Middleware):
+    """Bound each tenant's sends in this process (billing.fairness) once the
+    worker's thread count is known: at worker boot, wherever a worker runs
+    (``billing worker``, the ``dramatiq`` CLI, the embedded ``billing run``).
+
+    Parameters:
+      configured: SEND_TENANT_CONCURRENCY (None: the default; 0: no bound).
+    """
+
+    def __init__(self, configured: int | None) -> None:
+        self.configured = configured
+
+    def before_worker_boot(self, broker, worker):
+        # A value that lets one tenant take every thread stops the boot with
+        # its reason (``billing worker`` refuses it before starting children).
+        try:
+            limit = fairness.limit_for(configured=self.configured, threads=worker.worker_threads)
+        except ValueError as exc:
+            raise TenantBoundMisconfigured(str(exc)) from None
+        fairness.configure(limit=limit)
+        structlog.get_logger(__name__).info("tenant send bound", per_tenant=limit or "none",
+                                            threads=worker.worker_threads)
+
+    def after_worker_shutdown(self, broker, worker):
+        # The next worker of this process (tests start several) sets its own.
+        fairness.configure(limit=fairness.DEFAULT_TENANT_CONCURRENCY)
 
 
 def _still_wired(wiring: Wiring) -> bool:

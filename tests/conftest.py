@@ -25,12 +25,25 @@ import pytest
 from psycopg2 import sql
 
 from billing.adapters import db as billing_db
-from billing.adapters import migrations
+from billing.adapters import encryption, migrations
 from billing.adapters.models import ALL_MODELS
+
+#: The suite's key for the secrets stored encrypted. Put in the environment
+#: before any test runs, so every Settings and every process the suite spawns
+#: (CLI, workers, the stacks) uses it; PostgreSQL mode refuses to start
+#: without one. Installed here too, for tests that use the models directly.
+TEST_ENCRYPTION_KEY = "9RpUAe-PMVSscdo4rbjAZxe0dO_o7GrM5f8rJkqzRTU="
+os.environ[encryption.KEYS_SETTING] = TEST_ENCRYPTION_KEY
+encryption.install((TEST_ENCRYPTION_KEY,))
 
 POSTGRES_URL = os.environ.get("BILLING_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RABBITMQ_URL = os.environ.get("BILLING_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 REQUIRE_SERVICES = os.environ.get("BILLING_REQUIRE_SERVICES", "") == "1"
+
+#: The fake gateways listen on loopback: the operator's setting that allows
+#: them, for this process and every process a test spawns (it inherits it).
+TEST_GATEWAY_NETWORKS = "127.0.0.0/8,::1/128"
+os.environ["GATEWAY_PRIVATE_NETWORKS"] = TEST_GATEWAY_NETWORKS
 
 #: Marker of each service, named after the service in failure messages.
 POSTGRES, RABBITMQ = "postgres", "rabbitmq"

@@ -20,6 +20,7 @@ from typing import Protocol
 import structlog
 from flask import Flask, g, jsonify, request
 
+from billing.adapters import encryption, outbound
 from billing.adapters.db import database
 from billing.adapters.providers import mask_webhook_secrets
 from billing.config import Settings
@@ -27,6 +28,7 @@ from billing.errors import DATABASE_RETRY_AFTER_SECONDS, SchemaNotUpgraded, data
 from web.admin import bp as admin_bp
 from web.api import PREFIXES
 from web.api import bp as api_bp
+from web.bodies import READ_LIMIT_BYTES, refuse_nul
 from web.docs import bp as docs_bp
 from web.errors import error_response, rate_headers, register_error_handlers
 from web.openapi import operation
@@ -65,11 +67,6 @@ def mask_path(path: str) -> str:
     """The request path as logged: webhook URLs carry the instance's secret,
     masked with the pattern each provider declares."""
     return mask_webhook_secrets(path)
-
-
-#: Bodies above this are refused with 413 before being read. 10,000 contacts
-#: with every field filled stay below 16 MiB.
-MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 class Jobs(Protocol):
@@ -171,12 +168,15 @@ def create_app(settings: Settings | None = None, *, jobs: Jobs | None = None) ->
         ``settings``). A caller that passes its own wires the database itself.
     """
     settings = settings or Settings.from_env()
+    outbound.configure(gateway_private_networks=settings.gateway_private_networks)  # where gateways may be
     if jobs is None:
         import tasks
 
         jobs = tasks.setup(settings=settings).jobs
+    # A caller that passes its own jobs wired the database; the keys of its secrets come from the same settings.
+    encryption.configure(keys=settings.keys(), database_url=settings.database_url)
     app = Flask(__name__, static_folder=None)  # an API: no static files to serve
-    app.config.update(SETTINGS=settings, JOBS=AfterCommitJobs(jobs), MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
+    app.config.update(SETTINGS=settings, JOBS=AfterCommitJobs(jobs), MAX_CONTENT_LENGTH=READ_LIMIT_BYTES)
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.url_map.strict_slashes = False
@@ -186,6 +186,8 @@ def create_app(settings: Settings | None = None, *, jobs: Jobs | None = None) ->
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(docs_bp)
     app.register_blueprint(admin_bp)
+
+    app.before_request(refuse_nul)  # first: a NUL never reaches authentication's queries
 
     @app.before_request
     def _open():

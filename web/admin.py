@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
 
-from billing import admin, tenants
+from billing import admin, apikeys, tenants
 from billing.admin_schemas import (
     ApiKeyCreate,
     CallbacksQuery,
     CampaignsQuery,
+    CeilingsPatch,
     InstanceCreate,
     InstancePatch,
     PreviewRequest,
@@ -19,10 +20,12 @@ from billing.admin_schemas import (
     TemplatePatch,
     TenantCreate,
 )
+from billing.bodies import check_query
 from billing.callback_log import deliveries
-from billing.errors import Forbidden, InvalidRequest
+from billing.errors import Forbidden
 from billing.schemas import parse
 from web.auth import admin_required, tenant_required
+from web.bodies import json_body
 from web.openapi import operation
 
 bp = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
@@ -31,14 +34,11 @@ ADMIN = {"auth": "admin", "errors": (401, 404, 422)}
 
 
 def _body(model):
-    body = request.get_json(silent=True)
-    if body is None:
-        raise InvalidRequest("the body must be JSON (Content-Type: application/json)")
-    return parse(model, body)
+    return parse(model, json_body())
 
 
 def _query(model):
-    return parse(model, dict(request.args.items()))
+    return parse(model, check_query(dict(request.args.items())))
 
 
 def _tenant():
@@ -54,10 +54,11 @@ def list_keys():
 
 
 @bp.post("/api-keys")
-@operation(summary="Create an API key (its secret is shown only in this answer)", tags=("admin",), body=ApiKeyCreate, **ADMIN)
+@operation(summary="Create an API key (its secret is shown only in this answer)", tags=("admin",), body=ApiKeyCreate,
+           errors=(401, 403, 404, 422), auth="admin")
 @admin_required
 def create_key():
-    return jsonify(success=True, **admin.create_key(_tenant(), _body(ApiKeyCreate))), 201
+    return jsonify(success=True, **admin.create_key(_tenant(), _body(ApiKeyCreate), operator=g.operator)), 201
 
 
 @bp.delete("/api-keys/<int:key_id>")
@@ -156,10 +157,21 @@ def get_settings():
 
 
 @bp.patch("/settings")
-@operation(summary="Change the tenant's settings", tags=("admin",), body=SettingsPatch, **ADMIN)
+@operation(summary="Change the tenant's settings (a tenant admin: within the operator's ceilings; "
+           "allow_private_callbacks: operator only)", tags=("admin",), body=SettingsPatch, errors=(401, 403, 404, 422),
+           auth="admin")
 @admin_required
 def update_settings():
-    return jsonify(success=True, **admin.update_settings(_tenant(), _body(SettingsPatch)))
+    return jsonify(success=True, **admin.update_settings(_tenant(), _body(SettingsPatch), operator=g.operator))
+
+
+@bp.patch("/settings/ceilings")
+@operation(summary="Set the highest limits the tenant's admins may set (operator token only)", tags=("operator",),
+           body=CeilingsPatch, errors=(401, 403, 404, 422), auth="admin")
+@admin_required
+def update_ceilings():
+    _operator_only("sets the ceilings of a tenant's limits")
+    return jsonify(success=True, **admin.update_ceilings(_tenant(), _body(CeilingsPatch)))
 
 
 @bp.post("/settings/rotate-callback-secret")
@@ -167,6 +179,22 @@ def update_settings():
 @admin_required
 def rotate_callback_secret():
     return jsonify(success=True, **admin.rotate_secret(_tenant()))
+
+
+@bp.get("/admin-tokens")
+@operation(summary="List admin tokens without their secrets (a tenant admin: its tenant's; the operator: "
+           "X-Billing-Tenant's, or every tenant's without it)", tags=("admin",), **ADMIN)
+@admin_required
+def list_admin_tokens():
+    return jsonify(success=True, results=apikeys.list_admin_tokens(tenant=g.tenant))
+
+
+@bp.delete("/admin-tokens/<int:token_id>")
+@operation(summary="Revoke an admin token (a tenant admin: its tenant's; the operator: any)", tags=("admin",), **ADMIN)
+@admin_required
+def revoke_admin_token(token_id: int):
+    token = apikeys.find_admin_token(token_id=token_id, tenant=None if g.operator else g.tenant)
+    return jsonify(success=True, **apikeys.revoke_admin_token(token))
 
 
 @bp.get("/stats")
@@ -189,7 +217,7 @@ def list_callbacks():
 @operation(summary="List tenants (operator token only)", tags=("operator",), errors=(401, 403), auth="admin")
 @admin_required
 def list_tenants():
-    _operator_only()
+    _operator_only("manages tenants")
     return jsonify(success=True, results=admin.list_tenants())
 
 
@@ -198,7 +226,7 @@ def list_tenants():
            body=TenantCreate, errors=(401, 403, 409, 422), auth="admin")
 @admin_required
 def create_tenant():
-    _operator_only()
+    _operator_only("manages tenants")
     body = _body(TenantCreate)
     from billing.bootstrap import install_default_templates
 
@@ -207,6 +235,11 @@ def create_tenant():
     return jsonify(success=True, id=tenant.id, name=tenant.name, timezone=tenant.timezone), 201
 
 
-def _operator_only() -> None:
+def _operator_only(what: str) -> None:
+    """Refuse a tenant admin's token where only the operator's acts.
+
+    Parameters:
+      what: what only the operator does, for the 403's message.
+    """
     if not g.operator:
-        raise Forbidden("only the operator token (BILLING_ADMIN_TOKEN) may manage tenants")
+        raise Forbidden(f"only the operator token (BILLING_ADMIN_TOKEN) {what}")

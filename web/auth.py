@@ -6,12 +6,18 @@ on the caller's identity.
   all web processes); a POST may carry an ``Idempotency-Key``.
 - The admin API: ``Authorization: Bearer`` with a tenant's admin token, or the
   operator's token (BILLING_ADMIN_TOKEN) plus ``X-Billing-Tenant: <name>``.
+- Failed authentications (both APIs and the webhooks) are counted per client
+  address in the database; an address over Settings.failed_auth_limit in
+  billing.limits.FAILED_AUTH_WINDOW gets 429 with Retry-After until the
+  window ends, whatever it sends.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
 import ipaddress
+from collections.abc import Iterator
 
 import structlog
 from flask import current_app, g, request
@@ -46,10 +52,25 @@ def client_ip() -> str:
     return peer
 
 
+@contextlib.contextmanager
+def failures_counted() -> Iterator[None]:
+    """Authenticate inside: refused at once (429) while the caller's address
+    is blocked, and a refusal (401) counts against the address."""
+    address, limit = client_ip(), current_app.config["SETTINGS"].failed_auth_limit
+    limits.check_failed_auth(address, limit=limit)
+    try:
+        yield
+    except Unauthorized:
+        if limit > 0:  # 0: the throttle is off, nothing to count
+            limits.record_failed_auth(address)
+        raise
+
+
 def api_key_required(view):
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        key = apikeys.authenticate(request.headers.get(API_KEY_HEADER), client_ip=client_ip())
+        with failures_counted():
+            key = apikeys.authenticate(request.headers.get(API_KEY_HEADER), client_ip=client_ip())
         g.api_key, g.tenant = key, key.tenant
         structlog.contextvars.bind_contextvars(tenant=key.tenant.name)
         now = utcnow()
@@ -70,13 +91,15 @@ def admin_required(view):
         header = request.headers.get("Authorization", "")
         token = header[len("Bearer "):].strip() if header.startswith("Bearer ") else ""
         operator = current_app.config["SETTINGS"].admin_token
-        if operator and token and hmac.compare_digest(token.encode(), operator.encode()):
-            g.operator = True
+        with failures_counted():
+            is_operator = bool(operator and token and hmac.compare_digest(token.encode(), operator.encode()))
+            row = None if is_operator else apikeys.authenticate_admin(token or None)
+        g.operator = is_operator
+        if is_operator:
             name = request.headers.get(TENANT_HEADER, "").strip()
             g.tenant = tenants.get_tenant(name) if name else None
         else:
-            row = apikeys.authenticate_admin(token or None)
-            g.operator, g.tenant = False, row.tenant
+            g.tenant = row.tenant
         if g.tenant is not None:
             structlog.contextvars.bind_contextvars(tenant=g.tenant.name)
         return view(*args, **kwargs)

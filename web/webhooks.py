@@ -11,7 +11,12 @@ and what its body means are the provider's rules
 (billing/adapters/providers/webhooks.py).
 
 Handling is idempotent (gateways retry), and a body we do not understand is
-acknowledged, not failed, so a gateway does not retry it forever.
+acknowledged, not failed, so a gateway does not retry it forever; a body
+that is not JSON at all is a 400, and text is stored cleaned (billing/bodies.py). A signed
+event whose id was received already is acknowledged with events 0 and not
+applied again (billing/webhook_replays.py). An unknown instance id and a wrong
+secret or signature get the same 401; failed authentications count against
+the client's address (web/auth.py).
 """
 from __future__ import annotations
 
@@ -20,19 +25,21 @@ from typing import Optional
 
 from flask import Blueprint, current_app, jsonify, request
 
-from billing import inbound
+from billing import inbound, webhook_replays
 from billing.adapters.models import Instance
 from billing.adapters.providers import PROVIDERS, Provider, webhooks
 from billing.adapters.providers.registry import WebhookDoc
 from billing.admin_schemas import MAX_ID
-from billing.errors import NotFound
+from web.auth import failures_counted
+from web.bodies import json_body, raw_body
 from web.openapi import operation
 from web.responses import SignedWebhookPath, WebhookAck, WebhookEventPath, WebhookPath
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
-#: The statuses a webhook view may answer besides 200 (documented).
-WEBHOOK_ERRORS = (401, 403, 404, 413)
+#: The statuses a webhook view may answer besides 200 (documented): 401 for an
+#: unknown instance too, 429 after repeated failed authentications.
+WEBHOOK_ERRORS = (401, 403, 404, 413, 429)
 
 
 def receive(provider: Provider, instance_id: int, secret: Optional[str]):
@@ -43,10 +50,24 @@ def receive(provider: Provider, instance_id: int, secret: Optional[str]):
       instance_id: the URL's instance.
       secret: the URL's secret segment (None on the signed URL without one).
     """
-    instance = _instance(instance_id, provider.name)
-    webhooks.authenticate(provider.webhook, instance, secret=secret, headers=request.headers,
-                          read_body=lambda: request.get_data(cache=True))
-    body = request.get_json(silent=True, force=True)
+    with failures_counted():
+        instance = _instance(instance_id, provider.name)
+        delivery = webhooks.authenticate(provider.webhook, instance, secret=secret, headers=request.headers,
+                                         read_body=raw_body)
+    replay_id = delivery.event_id if delivery is not None else ""
+    if replay_id and not webhook_replays.first_delivery(instance.id, replay_id):
+        return jsonify(success=True, events=0)  # a replay (or the gateway's retry) of an event applied already
+    try:
+        # Gateways name no Content-Type reliably; a customer's text is stored cleaned, never refused.
+        return _act(instance, json_body(text="clean", require_json_type=False))
+    except Exception:
+        if replay_id:  # not applied: the gateway's retry must be
+            webhook_replays.forget(instance.id, replay_id)
+        raise
+
+
+def _act(instance: Instance, body):
+    """Act on an authenticated webhook body's events; answer how many."""
     if not isinstance(body, dict):
         return jsonify(success=True, events=0)
     handled = inbound.handle(instance, webhooks.events_of(instance, body))
@@ -59,11 +80,13 @@ def receive(provider: Provider, instance_id: int, secret: Optional[str]):
 
 
 def _instance(instance_id: int, provider: str) -> Instance:
+    """The URL's instance; an unknown one is refused exactly like a wrong secret
+    (same status, same body), so the answers do not tell which ids exist."""
     if instance_id > MAX_ID:  # beyond the database's ids: cannot exist
-        raise NotFound("no such instance")
+        raise webhooks.refuse("no such instance")
     instance = Instance.get_or_none((Instance.id == instance_id) & (Instance.provider == provider))
     if instance is None:
-        raise NotFound("no such instance")
+        raise webhooks.refuse("no such instance")
     return instance
 
 

@@ -114,11 +114,41 @@ def _0003_key_scopes() -> None:
     migrate(_migrator().drop_column(table, "template_types"))
 
 
+#: The secret columns 0004 encrypts, as (table, column): PostgreSQL widens
+#: them to text first (ciphertext outgrows their old lengths; SQLite never
+#: enforced those). Frozen on purpose, like every shipped migration.
+SECRET_COLUMNS_0004 = (("tenant", "callback_secret"), ("instance", "token"), ("instance", "webhook_secret"))
+
+
+def _0004_encrypted_secrets() -> None:
+    """Gateway tokens, webhook secrets and callback secrets encrypted at rest
+    (billing.adapters.encryption): the columns become text, and each
+    plaintext value is encrypted with the first key; values encrypted
+    already are left alone, so a second run changes nothing."""
+    from billing import rekey
+
+    by_table = {model._meta.table_name: model for model in models.ALL_MODELS}
+    for table, column in SECRET_COLUMNS_0004:
+        if is_postgres():
+            database.execute_sql(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE TEXT')
+        model = by_table[table]
+        rekey.rewrite_column(model, model._meta.columns[column], rekey.encrypt_plaintext)
+
+
+def _0005_ceilings_and_replays() -> None:
+    """The operator's ceilings on a tenant's limits, and the signed webhook
+    events already received (replays apply nothing again)."""
+    _add_missing_columns(models.Tenant, "ceilings")
+    database.create_tables([models.WebhookDelivery], safe=True)
+
+
 #: Every migration, oldest first. Append; never edit one that has shipped.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _0001_initial),
     Migration(2, "field guarantees: health reasons, worker claims, heartbeats", _0002_field_guarantees),
     Migration(3, "API-key scopes: NULL for every message type, or a JSON list", _0003_key_scopes),
+    Migration(4, "secrets encrypted at rest: gateway tokens, webhook and callback secrets", _0004_encrypted_secrets),
+    Migration(5, "limit ceilings per tenant, signed webhook events received", _0005_ceilings_and_replays),
 )
 
 

@@ -11,6 +11,7 @@ import uuid
 import peewee
 
 from billing.adapters.db import database
+from billing.adapters.encryption import EncryptedField
 from billing.clock import utcnow
 from billing.domain.message_types import names as declared_type_names
 from billing.domain.states import ContactStatus, QueueStatus
@@ -66,8 +67,9 @@ class Tenant(BaseModel):
     recipient_timezone = peewee.BooleanField(default=False)
     #: Messages per local day across all instances; 0 means no cap.
     daily_cap = peewee.IntegerField(default=0)
-    #: Standard Webhooks secret (whsec_...) that signs the callbacks we send.
-    callback_secret = peewee.CharField(max_length=100, default="")
+    #: Standard Webhooks secret (whsec_...) that signs the callbacks we send
+    #: (encrypted at rest, as every secret below).
+    callback_secret = EncryptedField(default="")
     #: Allow callback URLs on loopback/private/link-local addresses (SSRF guard off).
     allow_private_callbacks = peewee.BooleanField(default=False)
     #: Answer a "how do I pay" reply with the contact's PIX code or link.
@@ -79,6 +81,10 @@ class Tenant(BaseModel):
     day_key = peewee.CharField(max_length=10, default="")
     day_count = peewee.IntegerField(default=0)
     settings = JSONField(default=dict)
+    #: The operator's ceilings on the limits the tenant's admins set
+    #: (billing.ceilings): {setting: highest value}; a setting absent here
+    #: has the default ceiling.
+    ceilings = JSONField(default=dict)
     created_at = peewee.DateTimeField(default=utcnow)
 
 
@@ -178,7 +184,7 @@ class Instance(BaseModel):
     name = peewee.CharField(max_length=120)
     provider = peewee.CharField(max_length=20)
     url = peewee.CharField(max_length=500, default="")
-    token = peewee.CharField(max_length=500, default="")
+    token = EncryptedField(default="")
     options = JSONField(default=dict)
     messages_per_minute = peewee.FloatField(default=DEFAULT_MESSAGES_PER_MINUTE)
     #: Bounds of the random gap between two sends (seconds); None: derived
@@ -201,7 +207,7 @@ class Instance(BaseModel):
     day_count = peewee.IntegerField(default=0)
     #: Authenticates the gateway's webhooks: in the URL path (Evolution) or
     #: as the HMAC key (WAHA).
-    webhook_secret = peewee.CharField(max_length=100, default="")
+    webhook_secret = EncryptedField(default="")
     health = peewee.CharField(max_length=20, default="unknown")
     #: Why the instance is down, in words an operator can act on ("" when up).
     health_reason = peewee.CharField(max_length=300, default="")
@@ -431,6 +437,19 @@ class Heartbeat(BaseModel):
     info = JSONField(default=dict)
 
 
+class WebhookDelivery(BaseModel):
+    """A signed webhook event already received from an instance's gateway
+    (its event id), so a replay of it applies nothing again; shared by every
+    web process, old rows are deleted (billing.webhook_replays)."""
+
+    instance = peewee.ForeignKeyField(Instance, on_delete="CASCADE")
+    event_id = peewee.CharField(max_length=255)
+    received_at = peewee.DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        indexes = ((("instance", "event_id"), True),)
+
+
 class SandboxMessage(BaseModel):
     """What the ``sandbox`` gateway would have sent to WhatsApp."""
 
@@ -449,4 +468,5 @@ ALL_MODELS = (
     Tenant, ApiKey, AdminToken, RateCounter, IdempotencyRecord, Template, Variation, Instance, WhatsappNumber, Campaign, Queue,
     Contact, Event,
     InboundMessage, OptOut, CallbackDelivery, CallbackAttempt, DisabledEndpoint, Heartbeat, SandboxMessage,
+    WebhookDelivery,
 )

@@ -167,13 +167,15 @@ def test_its_webhook_authenticates_applies_events_and_its_secret_is_masked_in_th
     assert f'"path": "/webhooks/echo/{instance.id}/***"' in log and f"billing.example/webhooks/echo/{instance.id}/***" in log
 
     assert admin.post(f"/webhooks/echo/{instance.id}/wrong", json={}).json == {
-        "success": False, "message": "bad webhook secret"}
+        "success": False, "message": "webhook not authenticated: unknown instance, or wrong secret or signature"}
     assert admin.post(url, json={"instance": "other", "state": "connected"}).status_code == 403
-    assert admin.post(f"/webhooks/echo/{instance.id + 1000}/x", json={}).status_code == 404
+    assert admin.post(f"/webhooks/echo/{instance.id + 1000}/x", json={}).status_code == 401
     # Only the URLs the provider declares exist: no event suffix, no signed URL.
     assert admin.post(f"{url}/state-update", json={}).status_code == 404
     assert admin.post(f"/webhooks/echo/{instance.id}", json={}).status_code == 404
-    assert admin.post(url, data="not json", content_type="application/json").json == {"success": True, "events": 0}
+    assert admin.post(url, data="[]", content_type="application/json").json == {"success": True, "events": 0}
+    not_json = admin.post(url, data="not json", content_type="application/json")
+    assert not_json.status_code == 400 and not_json.json["success"] is False
 
 
 def test_the_cli_offers_the_provider_and_shows_its_webhook_url(db, echo, monkeypatch):

@@ -184,7 +184,7 @@ def test_no_route_lets_tenant_b_see_or_touch_tenant_a(db):
         "queue_id": created.queue_id, "campaign_id": created.campaign_id,
         "template_id": Template.get(Template.tenant == a.tenant.id).id, "instance_id": a.instance.id,
         "key_id": ApiKey.get(ApiKey.tenant == a.tenant.id).id, "secret": "wrong",
-        "template_type": "overdue",
+        "template_type": "overdue", "token_id": apikeys.issue_admin_token(a.tenant)[0].id,
     }
     b = make_tenant("tenant-b")
     _, b_admin = apikeys.issue_admin_token(b.tenant)

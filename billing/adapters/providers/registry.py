@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, model_validator
@@ -89,6 +90,21 @@ class WebhookDoc:
 
 
 @dataclass(frozen=True)
+class SignedDelivery:
+    """What a signed webhook request says about itself, to refuse replays.
+
+    Parameters:
+      sent_at: the times the request carries (naive UTC; the gateway's
+        delivery time, the event's time), each checked against our clock;
+        empty: it carries none.
+      event_id: the event's id, stable across the gateway's retries ("": none).
+    """
+
+    sent_at: tuple[datetime, ...]
+    event_id: str
+
+
+@dataclass(frozen=True)
 class BodySignature:
     """A signature of the raw body some of the provider's gateways send in a
     header, keyed with the instance's webhook secret.
@@ -103,6 +119,9 @@ class BodySignature:
       signed_url: documents the URL without the secret (``/webhooks/<name>/<id>``),
         which takes signed bodies only; None: there is no such URL.
       signed_headers: documents the headers on that URL (the signature is required there).
+      delivery: ``(raw_body, headers) -> SignedDelivery | None``: the time and
+        event id of a signed request (None when unsigned), so a signed
+        request that is stale or a replay is refused; None: not checked.
     """
 
     accepts: Callable[[bytes, Mapping[str, str], Any], bool]
@@ -111,6 +130,7 @@ class BodySignature:
     headers: type[BaseModel]
     signed_url: Optional[WebhookDoc] = None
     signed_headers: Optional[type[BaseModel]] = None
+    delivery: Optional[Callable[[bytes, Mapping[str, str]], Optional[SignedDelivery]]] = None
 
 
 @dataclass(frozen=True)

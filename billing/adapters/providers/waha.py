@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -69,6 +69,7 @@ from billing.adapters.providers.http import (
     digits_of,
     epoch_seconds,
     error_message,
+    gateway_message,
     is_personal_chat,
     jid_parts,
     naive_utc_epoch,
@@ -81,11 +82,14 @@ from billing.adapters.providers.http import (
 from billing.adapters.providers.registry import (
     BodySignature,
     Provider,
+    SignedDelivery,
     Webhook,
     WebhookBody,
     WebhookDoc,
     drop_null_defaults,
 )
+from billing.bodies import read_json
+from billing.errors import BillingError
 
 NAME = "waha"
 
@@ -108,12 +112,19 @@ CHAT_DOMAIN = "c.us"
 SIGNATURE_HEADER = "x-webhook-hmac"
 ALGORITHM_HEADER = "x-webhook-hmac-algorithm"
 SIGNATURE_ALGORITHM = "sha512"
+#: Headers that come with WAHA's signature (Plus / newer builds): when the
+#: request was sent (Unix milliseconds) and the request's id.
+TIMESTAMP_HEADER = "x-webhook-timestamp"
+REQUEST_ID_HEADER = "x-webhook-request-id"
 
 #: Texts of WAHA errors about the session, not the message.
 SESSION_STATUS_MARKER = "Session status is not as expected"
 CORE_ONLY_DEFAULT_MARKER = "only 'default' session"
 #: NOWEB's 400 for store reads when its message store is off.
 STORE_DISABLED_MARKER = "Enable NOWEB store"
+
+#: What a signed webhook's unreadable time counts as (refused as stale).
+EPOCH = datetime(1970, 1, 1)
 
 #: How many of the chat's latest messages find_sent reads.
 FIND_SENT_LIMIT = 100
@@ -349,6 +360,44 @@ def signature_accepted(raw_body: bytes, headers: Mapping[str, str], instance: An
     return webhook_signature_ok(raw_body, headers, secret=instance.webhook_secret, required=requires_hmac(instance))
 
 
+def signed_delivery(raw_body: bytes, headers: Mapping[str, str]) -> SignedDelivery | None:
+    """The times and event id of a request that carries ``X-Webhook-Hmac``
+    (None when it carries none: WAHA Core).
+
+    The times are ``X-Webhook-Timestamp`` and the envelope's ``timestamp``
+    (covered by the signature, so a replay cannot freshen it); the event id
+    is the envelope's ``id`` (stable across WAHA's retries, and signed), else
+    ``X-Webhook-Request-Id``. A time that cannot be read counts as the
+    epoch: refused as stale.
+
+    Parameters:
+      raw_body: the request body exactly as received.
+      headers: the request headers (names in any case).
+    """
+    lowered = {str(name).lower(): str(value) for name, value in headers.items()}
+    if SIGNATURE_HEADER not in lowered:
+        return None
+    try:  # bounded as every body is, its text storable (the event id is stored)
+        body = read_json(raw_body, text="clean")
+    except BillingError:
+        body = None
+    envelope = body if isinstance(body, dict) else {}
+    raw_times = [value for value in (lowered.get(TIMESTAMP_HEADER), envelope.get("timestamp")) if value is not None]
+    event_id = envelope.get("id")
+    if not isinstance(event_id, str) or not event_id:
+        event_id = lowered.get(REQUEST_ID_HEADER, "")
+    return SignedDelivery(sent_at=tuple(_utc_or_epoch(value) for value in raw_times), event_id=event_id.strip())
+
+
+def _utc_or_epoch(value: Any) -> datetime:
+    """A WAHA timestamp (milliseconds, or seconds) as naive UTC; the epoch when unreadable."""
+    seconds = epoch_seconds(value)
+    try:
+        return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return EPOCH
+
+
 def _status_reason(session: str, raw: str) -> str:
     """Why a session in WAHA status ``raw`` cannot send ("" when WORKING)."""
     if raw == "WORKING":
@@ -378,26 +427,30 @@ def _message_id(body: Any) -> str:
     return f"{from_me}_{chat}_{key_id}" if user else key_id
 
 
+#: The reason of a 404 without a message field (a wrong base URL answers another server's page).
+NOT_FOUND_MESSAGE = "not found (unknown session, or a wrong base URL)"
 #: Where this gateway's error answers put their text, in order.
 _ERROR_MESSAGE_PATHS = (("exception", "message"), ("message",), ("error",))
 
 
 def _error(reply: Reply) -> GatewayError:
     status = reply.status
+    # Markers are looked for in the whole message field; reasons quote it cut short.
+    whole = gateway_message(reply, _ERROR_MESSAGE_PATHS)
     message = error_message(reply, _ERROR_MESSAGE_PATHS)
     if status == HTTP_UNAUTHORIZED:
         return status_error(provider=NAME, reply=reply, message=message)
     if status == HTTP_NOT_FOUND:
         # "We didn't find a session" (STOPPED / unknown) or a wrong base URL.
-        return GatewayError(f"{NAME} {status}: {message}", transient=True, instance_down=True)
-    if status == HTTP_UNPROCESSABLE and CORE_ONLY_DEFAULT_MARKER in message:
+        return GatewayError(f"{NAME} {status}: {message or NOT_FOUND_MESSAGE}", transient=True, instance_down=True)
+    if status == HTTP_UNPROCESSABLE and CORE_ONLY_DEFAULT_MARKER in whole:
         # Core 2024.10 answers this for any other session name: every message would fail.
         return GatewayError(
             f"{NAME} {status}: WAHA Core supports only the '{CORE_SESSION}' session: set the instance's "
             f"session option (or name) to '{CORE_SESSION}'",
             transient=True, instance_down=True,
         )
-    if status == HTTP_UNPROCESSABLE and SESSION_STATUS_MARKER in message:
+    if status == HTTP_UNPROCESSABLE and SESSION_STATUS_MARKER in whole:
         session_status = text_of(dig(reply.body, "status"))
         detail = f"session is {session_status}, not WORKING" if session_status else message
         return GatewayError(f"{NAME} {status}: {detail}", transient=True, instance_down=True)
@@ -468,7 +521,10 @@ class WahaPayload(WebhookBody):
 class WahaWebhook(WebhookBody):
     """The envelope WAHA posts for each event."""
 
-    id: str = Field(None, description="The event id (WAHA Plus; Core 2024.10 sends none).")
+    id: str = Field(None, description="The event id (WAHA Plus; Core 2024.10 sends none): on a signed request, an "
+                    "id received already is acknowledged with events 0 and not applied again.")
+    timestamp: int = Field(None, description="When the event happened (Unix milliseconds; WAHA Plus): on a signed "
+                           "request, more than 5 minutes from our clock is refused (401).")
     event: Literal["message", "message.any", "message.ack", "session.status"] = Field(
         None, description="The event; others are acknowledged and ignored."
     )
@@ -480,6 +536,15 @@ class WahaWebhook(WebhookBody):
 
 class _Headers(BaseModel):
     model_config = ConfigDict(json_schema_extra=drop_null_defaults, populate_by_name=True)
+
+    x_webhook_timestamp: str = Field(
+        None, alias="X-Webhook-Timestamp",
+        description="When WAHA sent the request (Unix milliseconds): a signed request needs it, or the envelope's "
+        "timestamp, within 5 minutes of our clock (401 otherwise).",
+    )
+    x_webhook_request_id: str = Field(
+        None, alias="X-Webhook-Request-Id", description="The request's id: de-duplicates replays when the envelope has no id.",
+    )
 
 
 class WahaSecretHeaders(_Headers):
@@ -514,8 +579,11 @@ PROVIDER = Provider(
             description="WAHA Core does not sign its webhooks: the instance's webhook secret is the last segment of "
             "the URL configured on the gateway (401 when it does not match). An X-Webhook-Hmac (WAHA Plus, newer "
             "builds) is verified when it comes, and required when the instance's options set require_hmac (401 "
-            "when missing or wrong). A body whose session is not this instance's is refused with 403. Handling is "
-            "idempotent; a body that is not understood is acknowledged with events 0.",
+            "when missing or wrong). A signed request's X-Webhook-Timestamp and envelope timestamp must be within 5 "
+            "minutes of our clock (401), and an event id received already is acknowledged with events 0 and not "
+            "applied again. An unknown instance id is answered like a wrong secret. A body whose session is not "
+            "this instance's is refused with 403. Handling is idempotent; a body that is not understood is "
+            "acknowledged with events 0.",
         ),
         body=WahaWebhook,
         show=(
@@ -531,11 +599,13 @@ PROVIDER = Provider(
                 summary="WAHA events, signed (the former URL, without the secret)",
                 description="Kept for gateways configured before the secret moved into the URL: only signed bodies "
                 "are accepted (X-Webhook-Hmac, hex HMAC-SHA512 of the raw body keyed with the instance's webhook "
-                "secret; 401 when missing or wrong). WAHA Core never signs: configure "
+                "secret; 401 when missing or wrong; the timestamps and event id are checked as on the secret URL). WAHA "
+                "Core never signs: configure "
                 "/webhooks/waha/{instance_id}/{secret} instead. A body whose session is not this instance's is "
                 "refused with 403.",
             ),
             signed_headers=WahaHeaders,
+            delivery=signed_delivery,
         ),
     ),
 )
