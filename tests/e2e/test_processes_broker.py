@@ -11,20 +11,16 @@ and health checks (hence the broker grace) every 5 s instead of 30 s.
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import shutil
-import subprocess
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import postgres_database
-from tests.e2e.stack import BIN, Stack, free_port, wait_until
+from tests.e2e.stack import BIN, Stack, wait_until
 from tests.factories import phones
+from tests.faults.services import PrivateRabbitMQ, make_base_dir
 from tests.waiting import stays
 
 pytestmark = pytest.mark.postgres
@@ -45,62 +41,19 @@ OUTAGE_EVENTS = {"broker connection lost; reconnecting", "broker unreachable"}
 STARTUP_TIMEOUT = 60
 
 
-class PrivateRabbitmq:
-    """A second RabbitMQ node with its own name, ports and directories, and
-    no plugins."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="billing_rmq_"))
-        self.node = f"rabbit_fault_{uuid.uuid4().hex[:8]}@localhost"
-        self.port = free_port()
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
-        (self.root / "enabled_plugins").write_text("")
-        (self.root / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
-        self.env = {
-            **os.environ,
-            "RABBITMQ_NODENAME": self.node, "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(free_port()), "RABBITMQ_CONFIG_FILE": str(self.root / "rabbitmq.conf"),
-            "RABBITMQ_MNESIA_BASE": str(self.root / "mnesia"), "RABBITMQ_LOG_BASE": str(self.root / "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.root / "enabled_plugins"),
-        }
-        if os.geteuid() == 0:  # the server script runs the node as the rabbitmq user
-            user = pwd.getpwnam("rabbitmq")
-            for path in (self.root, *self.root.iterdir()):
-                os.chown(path, user.pw_uid, user.pw_gid)
-
-    def answers(self) -> bool:
-        import pika
-
-        try:
-            pika.BlockingConnection(pika.URLParameters(self.url + "?connection_attempts=1&socket_timeout=2")).close()
-        except Exception:  # pika raises many kinds
-            return False
-        return True
-
-    def start(self) -> None:
-        subprocess.run(["rabbitmq-server", "-detached"], env=self.env, check=True, capture_output=True, timeout=60)
-        wait_until(self.answers, timeout=STARTUP_TIMEOUT, interval=0.5, message=f"RabbitMQ node {self.node} did not start")
-
-    def stop(self) -> None:
-        subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], env=self.env, capture_output=True, timeout=60)
-        wait_until(lambda: not self.answers(), timeout=30, message=f"RabbitMQ node {self.node} did not stop")
-
-    def cleanup(self) -> None:
-        if self.answers():
-            self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture
 def private_rabbitmq():
-    if not shutil.which("rabbitmq-server") or not shutil.which("rabbitmqctl"):
-        pytest.skip("rabbitmq-server is not installed")
-    server = PrivateRabbitmq()
+    """The fault suite's private node (own name, ports and directory, a child
+    of this process; every stop checks it is the suite's own, never the
+    machine's). A node that cannot start is a failure, not a skip."""
+    base = make_base_dir()
+    server = PrivateRabbitMQ(base)
     try:
-        server.start()
+        server.init().start()
         yield server
     finally:
-        server.cleanup()
+        server.destroy()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _lines(path: Path) -> list[str]:
@@ -118,7 +71,7 @@ def _json(line: str) -> dict | None:
 
 def test_rabbitmq_down_is_a_line_per_reconnect_attempt_and_the_scheduler_steps_down(private_rabbitmq, tmp_path):
     with postgres_database() as database_url:
-        stack = Stack(kind="production", env={"DATABASE_URL": database_url, "BROKER_URL": private_rabbitmq.url},
+        stack = Stack(kind="production", env={"DATABASE_URL": database_url, "BROKER_URL": private_rabbitmq.url()},
                       workdir=tmp_path,
                       extra_env={"RECOVERY_INTERVAL_SECONDS": 1, "HEALTH_INTERVAL_SECONDS": HEALTH_INTERVAL_SECONDS})
         try:
