@@ -54,6 +54,7 @@ from billing.adapters.providers.http import (
     HTTP_BAD_REQUEST,
     HTTP_NOT_FOUND,
     HTTP_UNAUTHORIZED,
+    MAX_GATEWAY_MESSAGE_LENGTH,
     MS_PER_SECOND,
     OPTION_TIMEOUT,
     OPTION_TYPING,
@@ -65,7 +66,6 @@ from billing.adapters.providers.http import (
     dig,
     digits_of,
     epoch_seconds,
-    error_message,
     gateway_message,
     is_personal_chat,
     jid_parts,
@@ -362,7 +362,7 @@ def _error(reply: Reply) -> GatewayError:
     status = reply.status
     # Markers are looked for in the whole message field; reasons quote it cut short.
     whole = gateway_message(reply, _ERROR_MESSAGE_PATHS)
-    message = error_message(reply, _ERROR_MESSAGE_PATHS)
+    message = shorten(whole, limit=MAX_GATEWAY_MESSAGE_LENGTH)
     if status == HTTP_UNAUTHORIZED:
         return status_error(provider=NAME, reply=reply, message=message)
     listed = dig(reply.body, "response", "message")

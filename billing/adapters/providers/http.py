@@ -15,7 +15,7 @@ raising ``KeyError`` / ``TypeError``.
 
 A gateway's error answer never reaches the tenant verbatim: a reason is our
 classification, the status code and the gateway's own message field where
-its JSON shape is known (:func:`error_message`), cut short. The raw body goes
+its JSON shape is known (:func:`gateway_message`), cut short. The raw body goes
 to our log only (``gateway_body``).
 """
 from __future__ import annotations
@@ -290,7 +290,8 @@ def flatten_message(value: Any) -> str:
 def gateway_message(reply: Reply, paths: tuple[tuple[str | int, ...], ...]) -> str:
     """A gateway's own error text, whole and on one line: the first non-empty
     value at one of ``paths`` in its JSON answer; "" when none is there (an
-    answer of another shape, or not JSON, is never quoted).
+    answer of another shape, or not JSON, is never quoted). A reason quotes it
+    cut to :data:`MAX_GATEWAY_MESSAGE_LENGTH` (:func:`shorten`).
 
     Parameters:
       reply: the gateway's answer.
@@ -301,17 +302,6 @@ def gateway_message(reply: Reply, paths: tuple[tuple[str | int, ...], ...]) -> s
         if message:
             return message
     return ""
-
-
-def error_message(reply: Reply, paths: tuple[tuple[str | int, ...], ...]) -> str:
-    """:func:`gateway_message` cut to :data:`MAX_GATEWAY_MESSAGE_LENGTH`, as
-    a reason quotes it.
-
-    Parameters:
-      reply: the gateway's answer.
-      paths: where that gateway puts its error text (see :func:`dig`), in order.
-    """
-    return shorten(gateway_message(reply, paths), limit=MAX_GATEWAY_MESSAGE_LENGTH)
 
 
 def shorten(text: str, *, limit: int = MAX_REASON_LENGTH) -> str:

@@ -57,6 +57,7 @@ from billing.adapters.providers.http import (
     HTTP_NOT_FOUND,
     HTTP_UNAUTHORIZED,
     HTTP_UNPROCESSABLE,
+    MAX_GATEWAY_MESSAGE_LENGTH,
     MS_PER_SECOND,
     OPTION_TIMEOUT,
     OPTION_TYPING,
@@ -68,7 +69,6 @@ from billing.adapters.providers.http import (
     dig,
     digits_of,
     epoch_seconds,
-    error_message,
     gateway_message,
     is_personal_chat,
     jid_parts,
@@ -76,6 +76,7 @@ from billing.adapters.providers.http import (
     number_option,
     options_of,
     phone_from_jid,
+    shorten,
     status_error,
     text_of,
 )
@@ -437,7 +438,7 @@ def _error(reply: Reply) -> GatewayError:
     status = reply.status
     # Markers are looked for in the whole message field; reasons quote it cut short.
     whole = gateway_message(reply, _ERROR_MESSAGE_PATHS)
-    message = error_message(reply, _ERROR_MESSAGE_PATHS)
+    message = shorten(whole, limit=MAX_GATEWAY_MESSAGE_LENGTH)
     if status == HTTP_UNAUTHORIZED:
         return status_error(provider=NAME, reply=reply, message=message)
     if status == HTTP_NOT_FOUND:
